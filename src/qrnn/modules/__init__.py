@@ -1,0 +1,5 @@
+"""nn.Module layers built on `qrnn.ops`."""
+
+from qrnn.modules.qrnn import QRNN, QRNNLayer, last_real_step
+
+__all__ = ["QRNN", "QRNNLayer", "last_real_step"]
