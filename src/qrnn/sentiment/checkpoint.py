@@ -1,0 +1,133 @@
+"""Self-describing checkpoints: safetensors weights + JSON config + the vocabulary, no pickles.
+
+A checkpoint is a folder:
+    model.safetensors      weights (state_dict of `SentimentClassifier`)
+    config.json            {"format", "version", "model": ModelConfig, "train": TrainConfig, ...}
+    vocab.json             the vocabulary the ids refer to (so predict needs nothing else)
+    optimizer.safetensors  + optimizer.json and state.json: only in resumable "last" checkpoints
+
+Folders are written next to their destination and swapped in with renames, so a crash never
+leaves a half-written checkpoint where a complete one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from qrnn.sentiment.model import ModelConfig, SentimentClassifier
+from qrnn.sentiment.vocab import Vocabulary
+
+FORMAT = "qrnn-sentiment-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict, meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: Path, model: SentimentClassifier, vocab: Vocabulary, extra_config: dict,
+                    optimizer: torch.optim.Optimizer | None = None,
+                    state: dict | None = None) -> Path:
+    """Write a checkpoint folder at `path` atomically (build beside it, then swap)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    old = path.with_name(f"{path.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"))
+    _write_json(tmp / "config.json", {"format": FORMAT, "version": VERSION,
+                                      "model": model.config.to_dict(), **extra_config})
+    vocab.to_json(tmp / "vocab.json")
+    if optimizer is not None:
+        tensors, meta = _optimizer_tensors(optimizer)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        _write_json(tmp / "optimizer.json", meta)
+    if state is not None:
+        _write_json(tmp / "state.json", state)
+    for f in tmp.iterdir():  # make the contents durable before the rename publishes them
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def resolve(path: Path) -> Path:
+    """The checkpoint folder at `path`, or the previous one if a swap was interrupted."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    old = path.with_name(f"{path.name}.old")
+    if (old / "config.json").is_file():
+        return old
+    raise CheckpointError(
+        f"{path} is not a checkpoint folder (no config.json in it). Pass the folder that "
+        f"`qrnn train` wrote, e.g. runs/imdb/best."
+    )
+
+
+def read_config(path: Path) -> dict:
+    path = resolve(path)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{path / 'config.json'} is not a qrnn sentiment checkpoint")
+    if config.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path / 'config.json'} has checkpoint version {config.get('version')}; "
+            f"this qrnn reads version {VERSION}"
+        )
+    return config
+
+
+def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[SentimentClassifier, Vocabulary, dict]:
+    """-> (model in eval mode, vocabulary, config dict). Needs nothing but the folder."""
+    path = resolve(path)
+    config = read_config(path)
+    model = SentimentClassifier(ModelConfig(**config["model"]))
+    model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location))
+    model.eval()
+    return model, Vocabulary.from_json(path / "vocab.json"), config
+
+
+def load_training_state(path: Path, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore the optimizer from a resumable checkpoint; returns its state.json."""
+    path = resolve(path)
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
+    optimizer.load_state_dict(_optimizer_state(tensors, meta))
+    return json.loads((path / "state.json").read_text(encoding="utf-8"))
