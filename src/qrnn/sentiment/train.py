@@ -268,7 +268,8 @@ def train(prepared, out_dir: Path, model_cfg: ModelConfig | None = None,
     last = out_dir / "last"
     if not restart and (last.exists() or last.with_name("last.old").exists()):
         saved = read_config(last)
-        if saved["model"] != model_cfg.to_dict() or saved["train"] != asdict(cfg):
+        # Everything but the number of epochs must match (a finished run may be extended).
+        if saved["model"] != model_cfg.to_dict() or _without_epochs(saved["train"]) != _without_epochs(asdict(cfg)):
             raise ValueError(
                 f"{out_dir} holds a run with a different configuration; resume it with the same "
                 f"options, or pass --restart to start over, or choose another --out"
@@ -314,7 +315,7 @@ def train(prepared, out_dir: Path, model_cfg: ModelConfig | None = None,
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                running["loss_sum"] += float(loss) * len(idx)
+                running["loss_sum"] += float(loss.detach()) * len(idx)
                 running["correct"] += int(((logits > 0).float() == target).sum())
                 running["n"] += len(idx)
                 running["seconds"] += time.perf_counter() - t0
@@ -363,6 +364,10 @@ def train(prepared, out_dir: Path, model_cfg: ModelConfig | None = None,
             save_last(epoch, 0, {"loss_sum": 0.0, "correct": 0, "n": 0, "seconds": 0.0})
             _plot_curves(out_dir, history, steps)
     return out_dir / "best"
+
+
+def _without_epochs(train_config: dict) -> dict:
+    return {k: v for k, v in train_config.items() if k != "epochs"}
 
 
 def _load_running(last: Path) -> dict:
