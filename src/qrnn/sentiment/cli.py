@@ -103,7 +103,7 @@ def cmd_evaluate(args) -> int:
 
     model, vocab, config = load_checkpoint(args.checkpoint)
     source = find_imdb(args.data or default_data_dir(), download=not args.no_download)
-    reviews = read_split(source, args.split, **({"expected": None} if args.limit else {}))
+    reviews = read_split(source, args.split)
     if args.limit:
         reviews = [r for label in (0, 1) for r in [r for r in reviews if r.label == label][: args.limit]]
     ids = [np.asarray(vocab.encode(r.text), dtype=np.int64) for r in reviews]

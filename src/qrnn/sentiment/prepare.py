@@ -241,13 +241,15 @@ def prepare(data_dir: Path, glove: Path | None = None, cache_dir: Path | None = 
     source = find_imdb(Path(data_dir), download=download, progress=progress)
     glove_path = find_glove(Path(glove) if glove is not None else Path(data_dir))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cased = detect_case(glove_path) if case == "auto" else case == "cased"
 
     inputs = {
         "prepare_version": PREPARE_VERSION,
         "imdb": _imdb_fingerprint(source),
         "glove": _stat(glove_path),
-        "options": {"case": case, "oov": oov, "min_count": min_count, "limit": limit, "seed": seed,
-                    "expected": expected},
+        # the resolved casing, not the option: "auto" on 6B and "lower" give the same folder
+        "options": {"lowercase": not cased, "oov": oov, "min_count": min_count, "limit": limit,
+                    "seed": seed, "expected": expected},
     }
     key = cache_key(inputs)
     root = cache_dir / "prepared"
@@ -267,8 +269,8 @@ def prepare(data_dir: Path, glove: Path | None = None, cache_dir: Path | None = 
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))
     try:
-        meta = _build(source, glove_path, tmp, case=case, oov=oov, min_count=min_count, limit=limit,
-                      seed=seed, expected=expected, progress=progress)
+        meta = _build(source, glove_path, tmp, cased=cased, case=case, oov=oov, min_count=min_count,
+                      limit=limit, seed=seed, expected=expected, progress=progress)
         meta.update(key=key, inputs=inputs, seconds=round(time.perf_counter() - t0, 2))
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False))
         try:
@@ -285,10 +287,9 @@ def prepare(data_dir: Path, glove: Path | None = None, cache_dir: Path | None = 
     return load_prepared(out)
 
 
-def _build(source: Path, glove_path: Path, tmp: Path, *, case: str, oov: str, min_count: int,
+def _build(source: Path, glove_path: Path, tmp: Path, *, cased: bool, case: str, oov: str, min_count: int,
            limit: int | None, seed: int, expected: Expected, progress: bool) -> dict:
     """Do the work of ``prepare`` into the folder ``tmp`` (all but meta.json); return the stats."""
-    cased = detect_case(glove_path) if case == "auto" else case == "cased"
     lowercase = not cased
     if progress:
         _log(f"IMDB from {source}; GloVe from {glove_path} ({'cased' if cased else 'uncased'}: "
