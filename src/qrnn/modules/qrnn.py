@@ -1,42 +1,122 @@
-"""The QRNN layer as an `nn.Module` (Bradbury et al., 2017), shaped like `nn.LSTM`.
+"""The QRNN layer as an `nn.Module` (Bradbury et al., 2017), a drop-in for `nn.LSTM`.
 
 One QRNN layer is a masked (causal) convolution of width k over time that produces the gates,
-followed by a pooling recurrence:
+followed by a pooling recurrence (`qrnn.ops.qrnn_pool`, the only sequential part):
 
     z_t = tanh(sum_j Wz_j x_{t-j} + bz)     f_t = sigmoid(...)     o_t = sigmoid(...)
     fo-pooling:  c_t = f_t * c_{t-1} + (1 - f_t) * z_t,   h_t = o_t * c_t
+
+Variable lengths need no masking inside the recurrence: the convolution is causal, so steps
+after a sequence's end never reach its real steps, and its final state is read at its last real
+step. The reverse direction of a bidirectional layer runs the same causal layer on each sequence
+reversed *within its own length* (padding stays at the end), so it starts at the real last step.
+No shape depends on the lengths' values, so `torch.export` works with lengths that vary at run
+time.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from qrnn.ops import GATES as _GATES
-from qrnn.ops import qrnn_pool
+from qrnn.ops import qrnn_conv_pool, qrnn_pool
+
+# A gate pre-activation whose sigmoid is exactly 1 (and sigmoid(-HOLD) exactly 0) in every
+# floating dtype, float16 included (exp(-1e4) underflows to 0 even in float64; 1e4 < 65504).
+# Finite rather than inf so that no kernel can form inf/inf. Used by zoneout to hold a cell.
+_HOLD = 1.0e4
+
+
+class QRNNState(NamedTuple):
+    """Everything a unidirectional `QRNN` needs to continue a sequence where a call stopped.
+
+    Returned by `QRNN.forward(..., return_state=True)` and accepted as its `hx`. Feeding a
+    sequence in pieces and passing each returned state to the next call gives the same outputs
+    and final state as one call on the whole sequence.
+
+    Fields (time-major whatever `batch_first` is, like `h_n` of `nn.LSTM`):
+        cells:  (num_layers, B, H) each layer's cell c at the last real step (this is `h_n`).
+        inputs: tuple of num_layers tensors, inputs[l] of shape (window - 1, B, I_l): the last
+                window - 1 inputs layer l saw (its convolution's left context; zeros before the
+                start of a sequence). I_l is layer l's input size. Empty (0 rows) for window 1.
+    """
+
+    cells: Tensor
+    inputs: tuple[Tensor, ...]
+
+
+def _hold_cells(gates: Tensor, hold: Tensor, pooling: str) -> Tensor:
+    """gates: (T, B, G*H) pre-activations, hold: (T, B, H) bool -> (T, B, G*H).
+
+    Where `hold` is True the pooling keeps the previous cell: f = 1 (and i = 0 for ifo), so
+    c_t = c_{t-1} (up to the kernel's rounding); the gradient to the replaced entries is zero.
+    """
+    parts = list(gates.chunk(_GATES[pooling], dim=-1))  # z, f[, o][, i]
+    parts[1] = parts[1].masked_fill(hold, _HOLD)
+    if pooling == "ifo":
+        parts[3] = parts[3].masked_fill(hold, -_HOLD)
+    return torch.cat(parts, dim=-1)
+
+
+def _expected_zoneout(gates: Tensor, p: float, pooling: str) -> Tensor:
+    """Gate pre-activations whose pooling is the expectation of zoneout with probability p.
+
+    Zoneout keeps c_t = c_{t-1} with probability p, else applies the update. The update is
+    linear in c_{t-1}, so its expectation is the same recurrence with
+        f' = p + (1 - p) f     (and i' = (1 - p) i for ifo; for f/fo pooling 1 - f' = (1 - p)(1 - f)).
+    We return logit(f') (and logit(i')), computed in float32 at least, in log space.
+    gates: (T, B, G*H) -> (T, B, G*H).
+    """
+    parts = list(gates.chunk(_GATES[pooling], dim=-1))
+    work = torch.promote_types(gates.dtype, torch.float32)
+    a = parts[1].to(work)
+    # log f' - log(1 - f'), with 1 - f' = (1 - p) * sigmoid(-a)
+    parts[1] = (torch.log(p + (1 - p) * torch.sigmoid(a)) - math.log1p(-p)
+                - F.logsigmoid(-a)).to(gates.dtype)
+    if pooling == "ifo":
+        b = parts[3].to(work)
+        # log i' - log(1 - i'), with i' = (1 - p) sigmoid(b), 1 - i' = p + (1 - p) sigmoid(-b)
+        parts[3] = (math.log1p(-p) + F.logsigmoid(b)
+                    - torch.log(p + (1 - p) * torch.sigmoid(-b))).to(gates.dtype)
+    return torch.cat(parts, dim=-1)
 
 
 class QRNNLayer(nn.Module):
-    """One direction of one QRNN layer.
+    """One direction of one QRNN layer: causal convolution of width k, then pooling.
 
-    Parameters (G = 2, 3 or 4 gates for pooling "f", "fo", "ifo"; k = window):
+    Args:
+        input_size: I. hidden_size: H. window: convolution width k >= 1 (k = 1 is the
+        element-wise QRNN; k = 2 the paper's language-model setting). pooling: "f", "fo", "ifo".
+        bias: add a learned bias to the gate pre-activations. zoneout: probability p in [0, 1)
+        that a cell unit keeps its previous value at a step (training mode; in evaluation mode
+        the layer computes the expectation instead, see `_expected_zoneout`).
+
+    Parameters (G = 2, 3 or 4 gates for pooling "f", "fo", "ifo"):
         weight: (k * G * H, input_size), tap j (multiplying x_{t-j}) is rows [j*G*H, (j+1)*G*H),
                 and within a tap the gates are stacked in the order z, f, o, i.
         bias:   (G * H,) or None.
     """
 
     def __init__(self, input_size: int, hidden_size: int, *, window: int = 2, pooling: str = "fo",
-                 bias: bool = True, device=None, dtype=None) -> None:
+                 bias: bool = True, zoneout: float = 0.0, device=None, dtype=None) -> None:
         super().__init__()
         if pooling not in _GATES:
             raise ValueError(f"pooling must be one of {sorted(_GATES)}, got {pooling!r}")
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
+        if not 0.0 <= zoneout < 1.0:
+            raise ValueError(f"zoneout must be in [0, 1), got {zoneout}")
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.window, self.pooling = window, pooling
+        self.window, self.pooling, self.zoneout = window, pooling, float(zoneout)
         gates = _GATES[pooling] * hidden_size
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(window * gates, input_size, **factory))
@@ -50,42 +130,106 @@ class QRNNLayer(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def gates(self, x: Tensor) -> Tensor:
-        """Masked convolution. x: (T, B, I) -> (T, B, G*H) pre-activation gates.
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, window={self.window}, "
+                f"pooling={self.pooling!r}, bias={self.bias is not None}, zoneout={self.zoneout}")
 
-        All k taps are one matrix product over the T input rows; the taps are then summed with
-        shifted views of the product, so no shifted copies of the input are ever built.
+    def _taps(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """Every tap applied to every input row: x (T, B, I) -> (k-1+T, B, k*G*H), where row r
+        is F.linear of row r of [context; x] (context: (k-1, B, I), zeros if None)."""
+        k = self.window
+        if k > 1:
+            if context is None:
+                context = x.new_zeros(k - 1, x.shape[1], x.shape[2])
+            x = torch.cat([context.to(x.dtype), x])  # (k-1+T, B, I)
+        return F.linear(x, self.weight)
+
+    def gates(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Masked (causal) convolution: pre-activation gates.
+
+        Args:
+            x:       (T, B, I) inputs.
+            context: (k - 1, B, I) the inputs just before x[0] (a previous piece's tail), or None
+                     for zeros (the start of a sequence).
+        Returns:
+            (T, B, G*H), step t = bias + sum_j W_j x_{t-j}.
+
+        All k taps are one matrix product over the k - 1 + T rows [context; x]; the taps are then
+        summed from shifted views of that product (every view has exactly T rows, so nothing
+        depends on whether T < k), so no shifted copies of the input are ever built.
         """
         T = x.shape[0]
         k, gh = self.window, self.weight.shape[0] // self.window
-        y = F.linear(x, self.weight)  # (T, B, k*G*H)
-        out = y[:, :, :gh] if self.bias is None else y[:, :, :gh] + self.bias
-        if k > 1:
-            out = out.clone() if self.bias is None else out
-            for j in range(1, min(k, T)):
-                out[j:] += y[: T - j, :, j * gh:(j + 1) * gh]  # x_{t-j} reaches step t >= j
+        y = self._taps(x, context)  # (k-1+T, B, k*G*H)
+        out = y[k - 1:, :, :gh]  # tap 0 on x_t, (T, B, G*H)
+        for j in range(1, k):
+            tap = y[k - 1 - j:k - 1 - j + T, :, j * gh:(j + 1) * gh]  # tap j on x_{t-j}
+            out = out + tap if j == 1 else out.add_(tap)
+        if self.bias is not None:
+            out = out + self.bias if k == 1 else out.add_(self.bias)
         return out
 
-    def forward(self, x: Tensor, c0: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x: (T, B, I), c0: (B, H) or None -> h: (T, B, H), c: (T, B, H) every cell."""
-        return qrnn_pool(self.gates(x), c0, self.pooling)
+    def forward(self, x: Tensor, c0: Tensor | None = None, *,
+                context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Run the layer over full-length sequences.
+
+        Args:
+            x:       (T, B, I) inputs.
+            c0:      (B, H) initial cell, or None for zeros.
+            context: (k - 1, B, I) inputs preceding x[0], or None for zeros (see `gates`).
+        Returns:
+            h: (T, B, H) outputs, c: (T, B, H) cells. Step t depends on x[:t+1] only, so for a
+            right-padded batch the real steps are exact and the padded ones are to be ignored.
+        Zoneout (self.zoneout = p > 0): in training mode each cell unit independently keeps its
+        previous value with probability p at each step; in evaluation mode the recurrence uses
+        the expected gates instead (no randomness; see `_expected_zoneout`).
+        """
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"QRNNLayer: x must have shape (T, B, input_size={self.input_size}), "
+                             f"got {tuple(x.shape)}")
+        T, B = x.shape[0], x.shape[1]
+        if context is not None and context.shape != (self.window - 1, B, self.input_size):
+            raise ValueError(f"QRNNLayer: context must have shape (window-1={self.window - 1}, "
+                             f"B={B}, input_size={self.input_size}), got {tuple(context.shape)}")
+        if c0 is not None:
+            if c0.shape != (B, self.hidden_size):
+                raise ValueError(f"QRNNLayer: c0 must have shape (B={B}, hidden_size="
+                                 f"{self.hidden_size}), got {tuple(c0.shape)}")
+            c0 = c0.to(x.dtype)
+        if self.zoneout == 0:
+            # Fast path: one matrix product, then the tap sum, bias, activations and pooling in
+            # one kernel (`qrnn_conv_pool`), so the gates never exist as an autograd tensor.
+            return qrnn_conv_pool(self._taps(x, context), self.bias, c0, self.pooling, self.window)
+        g = self.gates(x, context)  # (T, B, G*H)
+        if self.training:
+            zoned = torch.rand(T, B, self.hidden_size, device=x.device) < self.zoneout
+            g = _hold_cells(g, zoned, self.pooling)
+        else:
+            g = _expected_zoneout(g, self.zoneout, self.pooling)
+        return qrnn_pool(g, c0, self.pooling)
 
 
 class QRNN(nn.Module):
     """A stack of QRNN layers with the constructor and call of `nn.LSTM`.
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout: as in `nn.LSTM`.
-        window: convolution width k (>= 1). pooling: "f", "fo" or "ifo".
+        input_size, hidden_size, num_layers, bias, batch_first, bidirectional: as in `nn.LSTM`.
+        dropout: as in `nn.LSTM`: dropout on each layer's output except the last layer's (in
+            training mode only). With `dense`, the dropped-out output is what later layers and
+            `output` see.
+        window: convolution width k >= 1. pooling: "f", "fo" or "ifo".
+        zoneout: probability in [0, 1) that a cell unit keeps its previous value at a step
+            (Krueger et al., 2017; paper sec. 2.1). Training mode: random. Evaluation mode:
+            deterministic, the expectation of the layer's recurrence (f' = p + (1-p) f).
         dense: densely connected layers (Huang et al.; used by the paper's classifier): each
-            layer's input is concatenated to its output, so layer l reads I + l*H features and
-            `output` has I + num_layers*H features.
-    forward(input, hx=None, lengths=None):
-        input:   (T, B, I), or (B, T, I) if batch_first.
-        hx:      (num_layers, B, H) initial cells, or None for zeros.
-        lengths: (B,) real lengths of a right-padded batch, or None if every sequence is full.
-        returns output (T, B, H_out) (batch-first if batch_first) and h_n (num_layers, B, H):
-            each layer's cell at each sequence's last real step.
+            layer's input is concatenated to its output, so layer l reads I + l*D*H features and
+            `output` has I + num_layers*D*H features (D = 2 if bidirectional else 1).
+        device, dtype: where and in which floating dtype to create the parameters.
+
+    Parameters: `layers.{l}.weight` (k*G*H, I_l) and `layers.{l}.bias` (G*H,) for the forward
+    direction of layer l (see `QRNNLayer`); `layers_reverse.{l}.*` likewise if bidirectional.
+
+    No state is kept in the module between calls: what a call needs comes in through `hx`.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -93,43 +237,252 @@ class QRNN(nn.Module):
                  window: int = 2, pooling: str = "fo", zoneout: float = 0.0, dense: bool = False,
                  device=None, dtype=None) -> None:
         super().__init__()
-        if bidirectional:
-            raise NotImplementedError("bidirectional QRNN is not implemented yet")
-        if zoneout:
-            raise NotImplementedError("zoneout is not implemented yet")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating dtype, got {dtype}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.batch_first, self.dropout, self.dense = batch_first, dropout, dense
-        self.window, self.pooling = window, pooling
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional, self.dense = bidirectional, dense
+        self.window, self.pooling, self.zoneout = window, pooling, float(zoneout)
+        directions = 2 if bidirectional else 1
+
         def layer_input(l: int) -> int:
             if dense:
-                return input_size + l * hidden_size
-            return input_size if l == 0 else hidden_size
+                return input_size + l * directions * hidden_size
+            return input_size if l == 0 else directions * hidden_size
 
-        self.layers = nn.ModuleList(
-            QRNNLayer(layer_input(l), hidden_size, window=window, pooling=pooling, bias=bias, device=device,
-                      dtype=dtype)
-            for l in range(num_layers)
-        )
+        def make(l: int) -> QRNNLayer:
+            return QRNNLayer(layer_input(l), hidden_size, window=window, pooling=pooling, bias=bias,
+                             zoneout=zoneout, device=device, dtype=dtype)
+
+        self.layers = nn.ModuleList(make(l) for l in range(num_layers))
+        self.layers_reverse = nn.ModuleList(make(l) for l in range(num_layers)) if bidirectional else None
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
 
     @property
     def output_size(self) -> int:
-        return self.input_size + self.num_layers * self.hidden_size if self.dense else self.hidden_size
+        """Features of `output`: I + num_layers*D*H if dense, else D*H."""
+        out = self.num_directions * self.hidden_size
+        return self.input_size + self.num_layers * out if self.dense else out
 
-    def forward(self, input: Tensor, hx: Tensor | None = None,
-                lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
-        T, B = x.shape[:2]
-        finals = []
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
+                f"bidirectional={self.bidirectional}, window={self.window}, "
+                f"pooling={self.pooling!r}, zoneout={self.zoneout}, dense={self.dense}")
+
+    def reset_parameters(self) -> None:
+        for layer in self.modules():
+            if isinstance(layer, QRNNLayer):
+                layer.reset_parameters()
+
+    def flatten_parameters(self) -> None:
+        """Present for `nn.LSTM` compatibility. Each layer's weights are already one contiguous
+        (k*G*H, I_l) tensor used by one matrix product, so there is nothing to flatten."""
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this first; say what to use instead of a long TorchScript error.
+        raise RuntimeError(
+            "QRNN does not support TorchScript (torch.jit.script). Export it with torch.export: "
+            "torch.export.export(model, (x,), {'lengths': lengths}, dynamic_shapes=...); "
+            "see docs/drop-in.md.")
+
+    def forward(self, input: Tensor | PackedSequence, hx: Tensor | QRNNState | None = None,
+                lengths: Tensor | Sequence[int] | None = None, *, return_state: bool = False):
+        """Run the stack, like `nn.LSTM.forward` (D = num_directions, L = num_layers).
+
+        Args:
+            input:   (T, B, I), or (B, T, I) if batch_first, or (T, I) unbatched, or a
+                     PackedSequence (then `output` is packed the same way, as in nn.LSTM).
+            hx:      None (zeros); or a tensor (L*D, B, H) of initial cells (a fresh sequence
+                     whose cells start there: the convolution sees zeros before step 0); or a
+                     `QRNNState` from a previous call (unidirectional only) to continue a stream.
+                     Unbatched input takes (L*D, H).
+            lengths: (B,) integer real lengths of a right-padded batch, each in [0, T], or None
+                     if every sequence fills all T steps. Steps at or after a sequence's length
+                     are ignored: they do not change any real step's output nor the final state.
+            return_state: if True, return a `QRNNState` instead of h_n (unidirectional only).
+        Returns:
+            output: (T, B, D*H) (or (B, T, .) if batch_first; I + L*D*H features if dense),
+                    each layer's h at every step; zero at padded steps. Packed if input was.
+            h_n:    (L*D, B, H), ordered layer 0 forward, layer 0 reverse, layer 1 forward, ...:
+                    each layer's *cell* c after its last real step (the forward direction at
+                    step lengths[b]-1, the reverse direction at step 0). It is the recurrent
+                    state: passing it back as hx continues the cell recurrence. The last output
+                    h of a sequence is output at its last real step.
+                    With return_state=True, a `QRNNState` whose `cells` is h_n.
+        """
+        if isinstance(hx, tuple) and not isinstance(hx, QRNNState):
+            raise TypeError("QRNN: hx is one tensor of initial cells (num_layers*num_directions, "
+                            "B, hidden_size), or a QRNNState; not an (h_0, c_0) tuple as in "
+                            "nn.LSTM (pass c_0 alone)")
+        if (return_state or isinstance(hx, QRNNState)) and self.bidirectional:
+            raise ValueError("QRNN: streaming state (return_state=True or a QRNNState hx) exists "
+                             "only for unidirectional QRNNs: a reverse direction needs the whole "
+                             "sequence. Pass hx as a tensor of initial cells instead.")
+
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("QRNN: a PackedSequence carries its own lengths; pass lengths=None")
+            if torch.compiler.is_exporting():
+                raise NotImplementedError("QRNN: export supports padded input with a lengths tensor, "
+                                          "not PackedSequence")
+            padded, lens = pad_packed_sequence(input)  # (T, B, I) in the caller's batch order
+            output, state = self._forward_time_major(padded, hx, lens, return_state)
+            order = input.sorted_indices
+            if order is not None:  # pack in the input's (sorted) order, then reuse its indices
+                output, lens = output.index_select(1, order), lens[order.cpu()]
+            data = pack_padded_sequence(output, lens, enforce_sorted=True).data
+            return PackedSequence(data, input.batch_sizes, input.sorted_indices,
+                                  input.unsorted_indices), state
+
+        if not isinstance(input, Tensor):
+            raise TypeError(f"QRNN: input must be a Tensor or PackedSequence, got {type(input).__name__}")
+        if input.dim() == 2:  # unbatched (T, I), as nn.LSTM accepts
+            if lengths is not None or return_state or isinstance(hx, QRNNState):
+                raise ValueError("QRNN: unbatched (T, input_size) input takes neither lengths nor "
+                                 "streaming state; add a batch dimension of 1")
+            if hx is not None:
+                expected = (self.num_layers * self.num_directions, self.hidden_size)
+                if hx.shape != expected:
+                    raise ValueError(f"QRNN: for unbatched input hx must have shape "
+                                     f"(num_layers*num_directions, hidden_size) = {expected}, "
+                                     f"got {tuple(hx.shape)}")
+                hx = hx.unsqueeze(1)
+            output, h_n = self._forward_time_major(input.unsqueeze(1), hx, None, False)
+            return output.squeeze(1), h_n.squeeze(1)
+
+        self._check_input(input, self.batch_first)
+        x = input.transpose(0, 1) if self.batch_first else input
+        output, state = self._forward_time_major(x, hx, lengths, return_state)
+        return (output.transpose(0, 1) if self.batch_first else output), state
+
+    def _check_input(self, x: Tensor, batch_first: bool) -> None:
+        layout = "(B, T, input_size" if batch_first else "(T, B, input_size"
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"QRNN: input must have shape {layout}={self.input_size}) "
+                             f"(or (T, {self.input_size}) unbatched, or a PackedSequence), "
+                             f"got {tuple(x.shape)}")
+        if x.shape[1 if batch_first else 0] < 1:
+            raise ValueError(f"QRNN: input must have at least one time step, got shape {tuple(x.shape)}")
+        param_dtype = self.layers[0].weight.dtype
+        if x.dtype != param_dtype:
+            raise TypeError(f"QRNN: input dtype {x.dtype} differs from the parameters' {param_dtype}; "
+                            f"convert one of them (module.to(dtype) or input.to(dtype))")
+
+    def _check_lengths(self, lengths, T: int, B: int, device) -> Tensor:
+        lengths = torch.as_tensor(lengths)
+        if lengths.shape != (B,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool \
+                or lengths.is_complex():
+            raise ValueError(f"QRNN: lengths must be an integer tensor of shape (B={B},), got "
+                             f"shape {tuple(lengths.shape)} dtype {lengths.dtype}")
+        # A value check needs the values on the host: skipped while compiling or exporting,
+        # where it would break the graph (out-of-range lengths then act like min(max(l, 0), T)).
+        if not torch.compiler.is_compiling() and lengths.numel() and \
+                (int(lengths.min()) < 0 or int(lengths.max()) > T):
+            raise ValueError(f"QRNN: lengths must be in [0, T={T}], got {lengths.tolist()}")
+        return lengths.to(device=device, dtype=torch.long)
+
+    def _initial_cells(self, hx, B: int) -> tuple[Tensor | None, tuple[Tensor, ...] | None]:
+        """hx -> (cells (L*D, B, H) or None, contexts per layer or None)."""
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        if hx is None:
+            return None, None
+        cells, contexts = (hx.cells, hx.inputs) if isinstance(hx, QRNNState) else (hx, None)
+        if not isinstance(cells, Tensor) or cells.shape != (LD, B, H):
+            shape = tuple(cells.shape) if isinstance(cells, Tensor) else type(cells).__name__
+            raise ValueError(f"QRNN: hx cells must have shape (num_layers*num_directions={LD}, "
+                             f"B={B}, hidden_size={H}), got {shape}")
+        if contexts is not None:
+            expected = [(self.window - 1, B, layer.input_size) for layer in self.layers]
+            got = [tuple(c.shape) for c in contexts]
+            if got != expected:
+                raise ValueError(f"QRNN: QRNNState.inputs must be {len(expected)} tensors of shapes "
+                                 f"(window-1, B, I_l) = {expected}, got {got}")
+        return cells, tuple(contexts) if contexts is not None else None
+
+    def _forward_time_major(self, x: Tensor, hx, lengths, return_state: bool):
+        """x: (T, B, I) -> output (T, B, output_size), h_n (L*D, B, H) or QRNNState."""
+        self._check_input(x, batch_first=False)
+        T, B = x.shape[0], x.shape[1]
+        cells, contexts = self._initial_cells(hx, B)
+        mask = reverse_index = None
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, T, B, x.device)
+            steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+            mask = steps < lengths.unsqueeze(0)  # (T, B) True at real steps
+            if self.bidirectional:
+                # step t of sequence b reversed within its length; padding stays in place.
+                # An involution: the same index maps the reversed outputs back.
+                reverse_index = torch.where(mask, lengths.unsqueeze(0) - 1 - steps, steps)  # (T, B)
+        D = self.num_directions
+        finals: list[Tensor] = []  # (B, H) each
+        tails: list[Tensor] = []  # (k-1, B, I_l) each
         for l, layer in enumerate(self.layers):
-            h, c = layer(x, None if hx is None else hx[l])
-            finals.append(c[-1] if lengths is None else last_real_step(c, lengths))
+            context = None if contexts is None else contexts[l]
+            if return_state:
+                tails.append(_last_inputs(x, context, lengths, self.window))
+            c0 = None if cells is None else cells[l * D]
+            h, c = layer(x, c0, context=context)
+            finals.append(_final_cell(c, c0, lengths))
+            if self.layers_reverse is not None:
+                # The reverse direction is the forward recurrence on each sequence reversed
+                # within its length: it starts at the real last step, ends at step 0.
+                c0_rev = None if cells is None else cells[l * D + 1]
+                h_rev, c_rev = self.layers_reverse[l](_time_gather(x, reverse_index), c0_rev)
+                finals.append(_final_cell(c_rev, c0_rev, lengths))
+                h = torch.cat([h, _time_gather(h_rev, reverse_index)], dim=-1)  # (T, B, 2H)
             if l < self.num_layers - 1 and self.dropout > 0:
                 h = F.dropout(h, self.dropout, self.training)
             x = torch.cat([x, h], dim=-1) if self.dense else h
-        out = x.transpose(0, 1) if self.batch_first else x
-        return out, torch.stack(finals)
+        h_n = torch.stack(finals)  # (L*D, B, H)
+        if mask is not None:
+            # Padded steps never reach real ones (causality), so only the result is cleaned:
+            # zero at padded steps, dense included, as pad_packed_sequence gives.
+            x = x.masked_fill(~mask.unsqueeze(-1), 0)
+        return x, (QRNNState(h_n, tuple(tails)) if return_state else h_n)
+
+
+def _time_gather(seq: Tensor, index: Tensor | None) -> Tensor:
+    """seq: (T, B, F), index: (T, B) or None -> (T, B, F) with out[t, b] = seq[index[t, b], b];
+    None reverses time (every sequence fills all T steps)."""
+    if index is None:
+        return seq.flip(0)
+    return seq.gather(0, index.unsqueeze(-1).expand(-1, -1, seq.shape[-1]))
+
+
+def _final_cell(c: Tensor, c0: Tensor | None, lengths: Tensor | None) -> Tensor:
+    """c: (T, B, H) cells, c0: (B, H) or None, lengths: (B,) or None -> (B, H), the cell after
+    each sequence's last real step (c0, or zeros, for a sequence of length 0)."""
+    if lengths is None:
+        return c[-1]
+    last = c.gather(0, (lengths - 1).clamp(min=0).view(1, -1, 1).expand(1, -1, c.shape[-1]))[0]
+    start = torch.zeros_like(last) if c0 is None else c0.to(last.dtype)
+    return torch.where((lengths > 0).unsqueeze(-1), last, start)
+
+
+def _last_inputs(x: Tensor, context: Tensor | None, lengths: Tensor | None, window: int) -> Tensor:
+    """The convolution context a next piece needs: each sequence's last window-1 real inputs.
+
+    x: (T, B, I); context: (k-1, B, I) inputs before x[0] or None (zeros); lengths: (B,) or None.
+    Returns (k-1, B, I): rows lengths[b]-(k-1) .. lengths[b]-1 of [context; x] for sequence b.
+    """
+    T, B, I = x.shape
+    if window == 1:
+        return x.new_zeros(0, B, I)
+    if context is None:
+        context = x.new_zeros(window - 1, B, I)
+    extended = torch.cat([context.to(x.dtype), x])  # (k-1+T, B, I)
+    if lengths is None:
+        return extended[T:]
+    rows = lengths.unsqueeze(0) + torch.arange(window - 1, device=x.device).unsqueeze(1)  # (k-1, B)
+    return extended.gather(0, rows.unsqueeze(-1).expand(-1, -1, I))
 
 
 def last_real_step(seq: Tensor, lengths: Tensor) -> Tensor:

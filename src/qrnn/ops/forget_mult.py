@@ -5,12 +5,17 @@
 `forget_mult_ref` is the specification: a plain loop under autograd, obviously correct and
 float64-testable. `forget_mult` computes the same values with a hand-written backward, so that
 autograd records one node for the whole sequence instead of a few per time step.
+The fast paths live in one module per backend (`_numba_cpu.py`, `_triton_gpu.py`,
+`_torch_loop.py`), registered as the custom op `qrnn::forget_mult` in `library.py`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from qrnn.ops import library
+from qrnn.ops.backends import resolve
 
 
 def _check(f: Tensor, z: Tensor, c0: Tensor | None) -> None:
@@ -48,49 +53,25 @@ def forget_mult_ref(f: Tensor, z: Tensor, c0: Tensor | None = None) -> tuple[Ten
     return torch.stack(cells), c_prev
 
 
-class _ForgetMult(torch.autograd.Function):
-    """One autograd node for the whole recurrence; the time loop runs outside autograd.
+def forget_mult(f: Tensor, z: Tensor, c0: Tensor | None = None, *,
+                backend: str | None = None) -> tuple[Tensor, Tensor]:
+    """fo-pooling with a hand-written backward; same contract and values as `forget_mult_ref`.
 
-    Backward (dc_t is the total gradient reaching c_t, g_t the gradient given for c_t):
-        dc_T = g_T + g_last;   dc_t = g_t + f_{t+1} * dc_{t+1}
-        df_t = dc_t * (c_{t-1} - z_t);   dz_t = dc_t * (1 - f_t);   dc0 = f_1 * dc_1
+    Args:
+        f, z, c0: as in `forget_mult_ref` (any strides; float16/bfloat16 compute in float32).
+        backend:  "numba" (CPU), "triton" (CUDA), "python" (time loop of torch ops, any device),
+                  "reference", or None for `$QRNN_BACKEND` or the device's default
+                  (see `qrnn.ops.backends`).
+    Returns:
+        c: (T, B, H), c_last: (B, H), as in `forget_mult_ref`.
     """
-
-    @staticmethod
-    def forward(ctx, f: Tensor, z: Tensor, c0: Tensor) -> tuple[Tensor, Tensor]:
-        T = f.shape[0]
-        c = torch.empty_like(f)  # (T, B, H)
-        c_prev = c0
-        one_minus_f_z = (1 - f) * z
-        for t in range(T):
-            c_prev = torch.addcmul(one_minus_f_z[t], f[t], c_prev, out=c[t])
-        ctx.save_for_backward(f, z, c0, c)
-        return c, c_prev.clone()
-
-    @staticmethod
-    def backward(ctx, grad_c: Tensor | None, grad_last: Tensor | None):
-        f, z, c0, c = ctx.saved_tensors
-        T = f.shape[0]
-        grad_c = torch.zeros_like(c) if grad_c is None else grad_c
-        dc_total = torch.empty_like(c)  # (T, B, H)
-        running = torch.zeros_like(c0) if grad_last is None else grad_last.clone()
-        for t in range(T - 1, -1, -1):
-            running = running + grad_c[t]
-            dc_total[t] = running
-            running = running * f[t]
-        dc0 = running  # f_1 * dc_1
-        c_before = torch.cat([c0.unsqueeze(0), c[:-1]])  # (T, B, H): c_{t-1}
-        df = dc_total * (c_before - z)
-        dz = dc_total * (1 - f)
-        return df, dz, dc0
-
-
-def forget_mult(f: Tensor, z: Tensor, c0: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """fo-pooling with a hand-written backward; same contract as `forget_mult_ref`."""
     _check(f, z, c0)
+    for name, t in (("z", z), ("c0", c0)):
+        if t is not None and t.device != f.device:
+            raise ValueError(f"forget_mult: {name} is on {t.device}, f on {f.device}")
+    name = resolve(f.device.type, backend)
+    if name == "reference":
+        return forget_mult_ref(f, z, c0)
     if f.shape[0] == 0:
-        c_last = f.new_zeros(f.shape[1:]) if c0 is None else c0
-        return f.new_empty(f.shape), c_last
-    if c0 is None:
-        c0 = f.new_zeros(f.shape[1:])
-    return _ForgetMult.apply(f, z, c0)
+        return f.new_empty(f.shape), (f.new_zeros(f.shape[1:]) if c0 is None else c0)
+    return library.forget_mult(f, z, c0, name)

@@ -1,7 +1,10 @@
 """Gate activations + pooling of a QRNN layer, as one op: pre-activation gates in, h and c out.
 
 `qrnn_pool_ref` is the specification; `qrnn_pool` is the path the layer calls (fast paths plug in
-here without the layer changing).
+here without the layer changing). `qrnn_conv_pool` (reference `qrnn_conv_pool_ref`) also takes
+over the masked convolution's shifted tap sum, so a layer's gates never exist as an autograd
+intermediate. Both run the registered op `qrnn::conv_pool` (`library.py`) on the backend chosen
+by `backends.resolve`.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from qrnn.ops.forget_mult import forget_mult, forget_mult_ref
-
-GATES = {"f": 2, "fo": 3, "ifo": 4}
+from qrnn.ops import library
+from qrnn.ops._torch_loop import GATES  # one definition, shared with the kernels
+from qrnn.ops.backends import resolve
+from qrnn.ops.forget_mult import forget_mult_ref
 
 
 def _split(gates: Tensor, pooling: str) -> list[Tensor]:
@@ -56,14 +60,85 @@ def qrnn_pool_ref(gates: Tensor, c0: Tensor | None = None,
     return torch.sigmoid(parts[2]) * c, c
 
 
-def qrnn_pool(gates: Tensor, c0: Tensor | None = None,
-              pooling: str = "fo") -> tuple[Tensor, Tensor]:
-    """Same contract as `qrnn_pool_ref`, computed with `forget_mult`'s hand-written backward."""
-    parts = _split(gates, pooling)
-    if pooling == "ifo":
-        return qrnn_pool_ref(gates, c0, pooling)  # TODO(issue 3): a kernel for ifo
-    z, f = torch.tanh(parts[0]), torch.sigmoid(parts[1])
-    c, _ = forget_mult(f.contiguous(), z.contiguous(), c0)
-    if pooling == "f":
-        return c, c
-    return torch.sigmoid(parts[2]) * c, c
+def qrnn_conv_pool_ref(y: Tensor, bias: Tensor | None = None, c0: Tensor | None = None,
+                       pooling: str = "fo", window: int = 2) -> tuple[Tensor, Tensor]:
+    """Reference: the masked convolution's tap sum, then `qrnn_pool_ref`.
+
+    Args:
+        y:       (k-1+T, B, k*G*H) per-tap products F.linear([context; x], W) of the masked
+                 convolution (k = window): row r holds every tap applied to input row r, the
+                 first k-1 rows being the k-1 inputs before x[0] (zeros at a sequence start);
+                 tap j, columns [j*G*H, (j+1)*G*H), multiplies x_{t-j}.
+        bias:    (G*H,) or None.
+        c0, pooling: as in `qrnn_pool_ref`.
+    Returns:
+        h, c: (T, B, H), `qrnn_pool_ref(gates, c0, pooling)` with
+              gates_t = bias + sum_{j<k} y[k-1+t-j, :, j*G*H:(j+1)*G*H].
+    """
+    gh = _check_taps(y, bias, pooling, window)
+    k, T = window, y.shape[0] - (window - 1)
+    gates = sum(y[k - 1 - j:k - 1 - j + T, :, j * gh:(j + 1) * gh] for j in range(k))
+    return qrnn_pool_ref(gates if bias is None else gates + bias, c0, pooling)
+
+
+def qrnn_pool(gates: Tensor, c0: Tensor | None = None, pooling: str = "fo", *,
+              backend: str | None = None) -> tuple[Tensor, Tensor]:
+    """Same contract and values as `qrnn_pool_ref`, computed by the fast kernels.
+
+    Args:
+        gates, c0, pooling: as in `qrnn_pool_ref` (any strides; float16/bfloat16 compute in
+                            float32 and return their own dtype).
+        backend: "numba" (CPU), "triton" (CUDA), "python" (time loop of torch ops), "reference",
+                 or None for `$QRNN_BACKEND` or the device's default (see `qrnn.ops.backends`).
+    Returns:
+        h, c: (T, B, H) each; for pooling "f", h is c (the same tensor).
+    """
+    _split(gates, pooling)
+    return _run(gates, None, c0, pooling, 1, backend)
+
+
+def qrnn_conv_pool(y: Tensor, bias: Tensor | None = None, c0: Tensor | None = None,
+                   pooling: str = "fo", window: int = 2, *,
+                   backend: str | None = None) -> tuple[Tensor, Tensor]:
+    """The masked convolution's tap sum fused into the pooling kernel; contract and values of
+    `qrnn_conv_pool_ref` (`backend` as in `qrnn_pool`). A layer calls it as
+    `qrnn_conv_pool(F.linear(torch.cat([context, x]), W), b, c0, pooling, k)`, so its only
+    autograd nodes are the concatenation, one matrix product and this op."""
+    _check_taps(y, bias, pooling, window)
+    return _run(y, bias, c0, pooling, window, backend)
+
+
+def _check_taps(y: Tensor, bias: Tensor | None, pooling: str, window: int) -> int:
+    if pooling not in GATES:
+        raise ValueError(f"pooling must be one of {sorted(GATES)}, got {pooling!r}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    G = GATES[pooling]
+    if y.dim() != 3 or y.shape[-1] % (window * G) or y.shape[0] < window - 1:
+        raise ValueError(f"y must have shape (window-1+T, B, window*{G}*H) with T >= 0 for "
+                         f"window={window}, pooling={pooling!r}, got {tuple(y.shape)}")
+    gh = y.shape[-1] // window
+    if bias is not None and bias.shape != (gh,):
+        raise ValueError(f"bias must have shape ({gh},), got {tuple(bias.shape)}")
+    return gh
+
+
+def _run(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str, window: int,
+         backend: str | None) -> tuple[Tensor, Tensor]:
+    rows, B, width = y.shape
+    T, H = rows - (window - 1), width // (window * GATES[pooling])
+    if c0 is not None and c0.shape != (B, H):
+        raise ValueError(f"c0 must have shape (B, H) = {(B, H)}, got {tuple(c0.shape)}")
+    for name, t in (("bias", bias), ("c0", c0)):
+        if t is not None and t.device != y.device:
+            raise ValueError(f"{name} is on {t.device}, the gates on {y.device}")
+    name = resolve(y.device.type, backend)
+    if name == "reference":
+        if window == 1 and bias is None:
+            return qrnn_pool_ref(y, c0, pooling)
+        return qrnn_conv_pool_ref(y, bias, c0, pooling, window)
+    if T == 0:
+        empty = y.new_empty(0, B, H)
+        return empty, empty
+    h, c, _ = library.conv_pool(y, bias, c0, pooling, window, name)
+    return (c, c) if pooling == "f" else (h, c)

@@ -1,0 +1,63 @@
+"""Benchmark: single-review inference (batch 1, ~230 tokens) through the whole classifier.
+
+Contenders, measured side by side under `torch.inference_mode()`, eval mode, float32:
+    qrnn          SentimentClassifier(rnn="qrnn"): embeddings, 4 densely connected QRNN layers
+                  of 256, head
+    lstm          the same classifier built from nn.LSTM layers (rnn="lstm")
+    qrnn matmuls  only the QRNN classifier's matrix products: each layer's F.linear over its
+                  k-1+T input rows and the head (the floor the QRNN can approach)
+
+    .venv/bin/python benchmarks/bench_inference.py [--tokens 230] [--vocab 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.nn import functional as F
+
+from common import machine, table, timeit
+from qrnn.sentiment.model import ModelConfig, SentimentClassifier
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=230)
+    parser.add_argument("--vocab", type=int, default=20000)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    T = args.tokens
+    ids = torch.randint(1, args.vocab, (1, T))
+    lengths = torch.tensor([T])
+    models = {rnn: SentimentClassifier(ModelConfig(vocab_size=args.vocab, rnn=rnn)).eval()
+              for rnn in ("qrnn", "lstm")}
+    qrnn = models["qrnn"]
+    layers = qrnn.rnn.layers
+    # inputs of each layer's matrix product: (k-1+T, 1, I_l), I_l = E + l*H (dense)
+    xs = [torch.randn(layer.window - 1 + T, 1, layer.input_size) for layer in layers]
+    head_in = torch.randn(1, qrnn.head.in_features)
+
+    def matmuls():
+        for layer, x in zip(layers, xs):
+            F.linear(x, layer.weight)
+        qrnn.head(head_in)
+
+    with torch.inference_mode():
+        logits = {rnn: m(ids, lengths) for rnn, m in models.items()}
+        assert all(torch.isfinite(v).all() for v in logits.values())
+        times = {rnn: timeit(lambda m=m: m(ids, lengths), repeat=50, warmup=5)
+                 for rnn, m in models.items()}
+        times["matmul"] = timeit(matmuls, repeat=50, warmup=5)
+    rows = [["QRNN classifier", times["qrnn"] * 1e3, 1.0, times["qrnn"] / times["matmul"]],
+            ["LSTM classifier", times["lstm"] * 1e3, times["lstm"] / times["qrnn"], ""],
+            ["QRNN matmuls only", times["matmul"] * 1e3, "", 1.0]]
+    print(f"## Single-review inference, batch 1, {T} tokens, 4 dense layers of 256, float32\n")
+    print(machine() + "\n")
+    print(table(["model", "ms / review", "time / QRNN", "time / QRNN matmuls"], rows))
+    print(f"\nLSTM / QRNN speed-up: {times['lstm'] / times['qrnn']:.2f}x; QRNN / its matmuls: "
+          f"{times['qrnn'] / times['matmul']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

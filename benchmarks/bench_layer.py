@@ -1,0 +1,82 @@
+"""Benchmark: one QRNN layer vs `nn.LSTM` of the same width, forward + backward, float32.
+
+Contenders, measured side by side:
+    lstm          nn.LSTM(I, H), output (T, B, H)
+    qrnn layer    `QRNNLayer` as the repo ships it (its own conv autograd, then `qrnn_pool`)
+    qrnn fused    the same maths as one matrix product + `qrnn_conv_pool` (tap sum, bias,
+                  activations and pooling in one op): what the layer gains by calling it
+    matmul floor  the layer's matrix product alone, F.linear over the k-1+T rows, fwd + bwd
+Each gets a random upstream gradient on its output (T, B, H) and computes the gradients of the
+input and of every parameter (`torch.autograd.grad`, so nothing accumulates into `.grad`). Shapes: the paper's (B=24, T=400,
+I=300, H=256), then a sweep over T at B=24 and over B at T=400.
+
+    .venv/bin/python benchmarks/bench_layer.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from common import machine, table, timeit
+from qrnn.modules.qrnn import QRNNLayer
+from qrnn.ops import qrnn_conv_pool
+
+
+def measure(T: int, B: int, I: int, H: int, window: int = 2) -> dict[str, float]:
+    torch.manual_seed(0)
+    x = torch.randn(T, B, I, requires_grad=True)
+    grad = torch.randn(T, B, H)
+    lstm = nn.LSTM(I, H)
+    layer = QRNNLayer(I, H, window=window, pooling="fo")
+    weight, bias = layer.weight, layer.bias
+    context = torch.zeros(window - 1, B, I)
+
+    def run_lstm():
+        out, _ = lstm(x)
+        torch.autograd.grad(out, [x, *lstm.parameters()], grad)
+
+    def run_layer():
+        h, _ = layer(x)
+        torch.autograd.grad(h, [x, weight, bias], grad)
+
+    def run_fused():
+        y = F.linear(torch.cat([context, x]), weight)  # (k-1+T, B, k*3H)
+        h, _ = qrnn_conv_pool(y, bias, None, "fo", window)
+        torch.autograd.grad(h, [x, weight, bias], grad)
+
+    y_grad = torch.randn(T + window - 1, B, weight.shape[0])
+
+    def run_matmul():
+        y = F.linear(torch.cat([context, x]), weight)
+        torch.autograd.grad(y, [x, weight], y_grad)
+
+    return {name: timeit(fn, repeat=5) for name, fn in (
+        ("lstm", run_lstm), ("layer", run_layer), ("fused", run_fused), ("matmul", run_matmul))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="the paper's shape only")
+    args = parser.parse_args()
+    I, H = 300, 256
+    shapes = [(400, 24)]
+    if not args.quick:
+        shapes += [(50, 24), (1000, 24), (2000, 24), (400, 1), (400, 8), (400, 128)]
+    rows = []
+    for T, B in shapes:
+        m = measure(T, B, I, H)
+        rows.append([T, B, m["lstm"] * 1e3, m["layer"] * 1e3, m["fused"] * 1e3,
+                     m["matmul"] * 1e3, m["lstm"] / m["layer"], m["lstm"] / m["fused"],
+                     m["layer"] / m["matmul"], m["fused"] / m["matmul"]])
+    print(f"## One layer, forward + backward, I={I} H={H} window=2 fo-pooling, float32\n")
+    print(machine() + "\n")
+    print(table(["T", "B", "LSTM ms", "QRNN layer ms", "QRNN fused ms", "matmul ms",
+                 "LSTM / layer", "LSTM / fused", "layer / matmul", "fused / matmul"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Benchmark: one training step (forward, backward, RMSprop step) of the full classifier.
+
+The paper's IMDB model: 4 densely connected layers of 256, embeddings of 100, dropout 0.3,
+batch 24, right-padded reviews of random lengths in [T/2, T]; QRNN (window 2, fo-pooling) vs the
+same classifier built from nn.LSTM, side by side; reviews per second.
+
+    .venv/bin/python benchmarks/bench_train_step.py [--T 400] [--batch 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.nn import functional as F
+
+from common import machine, table, timeit
+from qrnn.sentiment.model import ModelConfig, SentimentClassifier
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--T", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--vocab", type=int, default=20000)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    B, T = args.batch, args.T
+    lengths = torch.randint(T // 2, T + 1, (B,))
+    lengths[0] = T
+    ids = torch.randint(1, args.vocab, (B, T)) * (torch.arange(T) < lengths[:, None])
+    labels = torch.randint(0, 2, (B,)).float()
+    times = {}
+    for rnn in ("qrnn", "lstm"):
+        model = SentimentClassifier(ModelConfig(vocab_size=args.vocab, rnn=rnn)).train()
+        opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = F.binary_cross_entropy_with_logits(model(ids, lengths), labels)
+            loss.backward()
+            opt.step()
+
+        times[rnn] = timeit(step, repeat=5, warmup=2)
+    rows = [[rnn.upper(), times[rnn] * 1e3, B / times[rnn], times["lstm"] / times[rnn]]
+            for rnn in ("qrnn", "lstm")]
+    print(f"## Training step, batch {B}, T={T} (lengths in [{T // 2}, {T}]), 4 dense layers of "
+          "256, RMSprop, float32\n")
+    print(machine() + "\n")
+    print(table(["model", "ms / step", "reviews / s", "speed-up vs LSTM"], rows))
+
+
+if __name__ == "__main__":
+    main()

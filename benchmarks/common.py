@@ -1,0 +1,80 @@
+"""Shared helpers for the benchmarks: timing, the machine description, markdown tables.
+
+Every benchmark measures all its contenders side by side in one process and prints a markdown
+table of times and ratios, headed by the machine (platform, CPU, torch threads, commit).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> str:
+    """One markdown line describing where the numbers come from."""
+    return (f"machine: {platform.platform()}, CPU: {cpu_name()} ({os.cpu_count()} logical), "
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"commit {commit()}, load average at start {os.getloadavg()[0]:.2f}")
+
+
+def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 2,
+           budget_s: float = 20.0) -> float:
+    """Median wall-clock seconds of fn() over `repeat` runs after `warmup` runs (fewer runs if
+    one run is long, so that each contender stays within about `budget_s`)."""
+    for _ in range(warmup):
+        start = time.perf_counter()
+        fn()
+        first = time.perf_counter() - start
+    repeat = max(1, min(repeat, int(budget_s / max(first, 1e-9))))
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def copy_bandwidth(mib: int = 512) -> float:
+    """Bytes per second moved (read + write) by copying a large float32 tensor."""
+    src = torch.randn(mib * 2**18)
+    dst = torch.empty_like(src)
+    seconds = timeit(lambda: dst.copy_(src), repeat=7)
+    return 2 * src.numel() * 4 / seconds
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

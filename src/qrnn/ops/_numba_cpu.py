@@ -1,0 +1,310 @@
+"""The "numba" backend: the QRNN recurrence on CPU, parallel over channels, time loop inside.
+
+Same functions and shape contracts as `_torch_loop.py` (read its docstring first). Imported
+lazily, on the first call that runs this backend, so `import qrnn` never needs numba.
+
+How it is fast: the work splits into jobs of (one sequence b, a block of hidden units); jobs run
+in parallel (`prange`, one thread per torch thread), and each job walks time in order keeping its
+cells in a small local buffer, so every time step reads and writes contiguous rows that the
+compiler vectorises. The gate activations run between two kernels as one torch sigmoid pass
+(see `pool_forward`), because numba has no vectorised exp/tanh here (no SVML) and its scalar
+calls cost more than the whole recurrence; the backward
+needs no transcendental function at all (it reads the saved activations), so it is one kernel
+that writes the taps' gradients straight into dy. Tensors reach numba zero-copy via `.numpy()`.
+Compiled once per dtype and cached on disk (`cache=True`); no compiler is needed at run time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+from torch import Tensor
+
+from qrnn.ops._torch_loop import GATES, compute_dtype
+
+_JIT = dict(parallel=True, cache=True, fastmath=False, nogil=True)
+
+# numba's "omp" threading layer runs its own OpenMP pool beside torch's; on a small machine the
+# two pools' spin-waiting threads compete for the cores and a kernel launch was seen to wait
+# milliseconds. The "workqueue" layer's threads sleep between launches. It is chosen only if the
+# user has not picked a layer; it is not safe for launches from several Python threads at once,
+# hence the lock (the kernels already use every thread they are given).
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+_LAUNCH = threading.Lock()
+
+
+def _threads() -> int:
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
+
+
+def _block(B: int, H: int, threads: int) -> int:
+    """Hidden units per job: whole rows when there are enough sequences to share out, else
+    split H so that every thread gets a few jobs (batch-1 inference)."""
+    if B >= 2 * threads:
+        return H
+    pieces = math.ceil(4 * threads / B)
+    return max(16, math.ceil(H / pieces))
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+@njit(**_JIT)
+def _taps_kernel(y, bias, K, H, act):  # pragma: no cover (compiled)
+    """act[t] = bias + sum_k y[K-1+t-k, :, tap k], with the z block doubled (see pool_forward)."""
+    T, B, GH = act.shape
+    for tb in prange(T * B):
+        t = tb // B
+        b = tb % B
+        out = act[t, b]
+        for j in range(GH):
+            out[j] = bias[j]
+        for k in range(K):
+            src = y[K - 1 + t - k, b, k * GH:(k + 1) * GH]
+            for j in range(GH):
+                out[j] += src[j]
+        for j in range(H):
+            out[j] *= 2
+
+
+@njit(**_JIT)
+def _pool_fwd_kernel(act, c0, G, blk, h_out, c_out):  # pragma: no cover (compiled)
+    T, B, _ = act.shape
+    H = c0.shape[1]
+    nblk = (H + blk - 1) // blk
+    for job in prange(B * nblk):
+        b = job // nblk
+        h0 = (job % nblk) * blk
+        h1 = min(H, h0 + blk)
+        n = h1 - h0
+        cell = np.empty(n, act.dtype)
+        for j in range(n):
+            cell[j] = c0[b, h0 + j]
+        for t in range(T):
+            z = act[t, b, h0:h1]  # holds sigmoid(2 pre_z) on entry; tanh(pre_z) on exit
+            for j in range(n):
+                z[j] = 2 * z[j] - 1
+            f = act[t, b, H + h0:H + h1]
+            c_row = c_out[t, b, h0:h1]
+            if G == 4:
+                i = act[t, b, 3 * H + h0:3 * H + h1]
+                for j in range(n):
+                    cell[j] = f[j] * cell[j] + i[j] * z[j]
+                    c_row[j] = cell[j]
+            else:
+                for j in range(n):
+                    cell[j] = z[j] + f[j] * (cell[j] - z[j])
+                    c_row[j] = cell[j]
+            if G >= 3:
+                o = act[t, b, 2 * H + h0:2 * H + h1]
+                h_row = h_out[t, b, h0:h1]
+                for j in range(n):
+                    h_row[j] = o[j] * cell[j]
+
+
+@njit(**_JIT)
+def _pool_bwd_kernel(act, c, c0, dh, dc, has_dh, has_dc, G, K, blk,
+                     dy, dbias_part, dc0_out):  # pragma: no cover (compiled)
+    T, B, GH = act.shape
+    H = c0.shape[1]
+    nblk = (H + blk - 1) // blk
+    for job in prange(B * nblk):
+        b = job // nblk
+        h0 = (job % nblk) * blk
+        h1 = min(H, h0 + blk)
+        n = h1 - h0
+        running = np.zeros(n, act.dtype)  # gradient reaching c_t from c_{t+1}
+        total = np.empty(n, act.dtype)    # dc~_t
+        dpre = np.empty((G, n), act.dtype)
+        for t in range(T - 1, -1, -1):
+            z = act[t, b, h0:h1]
+            f = act[t, b, H + h0:H + h1]
+            c_prev = c[t - 1, b, h0:h1] if t > 0 else c0[b, h0:h1]
+            for j in range(n):
+                total[j] = running[j]
+            if has_dc:
+                g = dc[t, b, h0:h1]
+                for j in range(n):
+                    total[j] += g[j]
+            if G >= 3:
+                o = act[t, b, 2 * H + h0:2 * H + h1]
+                if has_dh:
+                    gh = dh[t, b, h0:h1]
+                    c_now = c[t, b, h0:h1]
+                    for j in range(n):
+                        total[j] += o[j] * gh[j]
+                        dpre[2, j] = gh[j] * c_now[j] * o[j] * (1 - o[j])
+                else:
+                    for j in range(n):
+                        dpre[2, j] = 0
+            if G == 4:
+                i = act[t, b, 3 * H + h0:3 * H + h1]
+                for j in range(n):
+                    d = total[j]
+                    dpre[0, j] = d * i[j] * (1 - z[j] * z[j])
+                    dpre[1, j] = d * c_prev[j] * f[j] * (1 - f[j])
+                    dpre[3, j] = d * z[j] * i[j] * (1 - i[j])
+                    running[j] = d * f[j]
+            else:
+                for j in range(n):
+                    d = total[j]
+                    dpre[0, j] = d * (1 - f[j]) * (1 - z[j] * z[j])
+                    dpre[1, j] = d * (c_prev[j] - z[j]) * f[j] * (1 - f[j])
+                    running[j] = d * f[j]
+            for g_ in range(G):
+                db = dbias_part[b, g_ * H + h0:g_ * H + h1]
+                for j in range(n):
+                    db[j] += dpre[g_, j]
+                # tap k applied to input row K-1+t-k carried x_{t-k} to step t
+                for k in range(K):
+                    out = dy[K - 1 + t - k, b, k * GH + g_ * H + h0:k * GH + g_ * H + h1]
+                    for j in range(n):
+                        out[j] = dpre[g_, j]
+        # rows whose tap k reaches no step (before step 0 or after step T-1) get no gradient
+        for k in range(K):
+            for r in range(T + K - 1):
+                if K - 1 - k <= r < K - 1 - k + T:
+                    continue
+                for g_ in range(G):
+                    out = dy[r, b, k * GH + g_ * H + h0:k * GH + g_ * H + h1]
+                    for j in range(n):
+                        out[j] = 0
+        for j in range(n):
+            dc0_out[b, h0 + j] = running[j]
+
+
+@njit(**_JIT)
+def _fm_fwd_kernel(f, z, c0, blk, c_out):  # pragma: no cover (compiled)
+    T, B, H = f.shape
+    nblk = (H + blk - 1) // blk
+    for job in prange(B * nblk):
+        b = job // nblk
+        h0 = (job % nblk) * blk
+        h1 = min(H, h0 + blk)
+        n = h1 - h0
+        cell = np.empty(n, f.dtype)
+        for j in range(n):
+            cell[j] = c0[b, h0 + j]
+        for t in range(T):
+            fr = f[t, b, h0:h1]
+            zr = z[t, b, h0:h1]
+            c_row = c_out[t, b, h0:h1]
+            for j in range(n):
+                cell[j] = zr[j] + fr[j] * (cell[j] - zr[j])
+                c_row[j] = cell[j]
+
+
+@njit(**_JIT)
+def _fm_bwd_kernel(f, z, c0, c, dc, blk, df, dz, dc0_out):  # pragma: no cover (compiled)
+    T, B, H = f.shape
+    nblk = (H + blk - 1) // blk
+    for job in prange(B * nblk):
+        b = job // nblk
+        h0 = (job % nblk) * blk
+        h1 = min(H, h0 + blk)
+        n = h1 - h0
+        running = np.zeros(n, f.dtype)
+        for t in range(T - 1, -1, -1):
+            fr = f[t, b, h0:h1]
+            zr = z[t, b, h0:h1]
+            g = dc[t, b, h0:h1]
+            c_prev = c[t - 1, b, h0:h1] if t > 0 else c0[b, h0:h1]
+            df_row = df[t, b, h0:h1]
+            dz_row = dz[t, b, h0:h1]
+            for j in range(n):
+                d = running[j] + g[j]
+                df_row[j] = d * (c_prev[j] - zr[j])
+                dz_row[j] = d * (1 - fr[j])
+                running[j] = d * fr[j]
+        for j in range(n):
+            dc0_out[b, h0 + j] = running[j]
+
+
+def _c0_or_zeros(c0: Tensor | None, B: int, H: int, dtype: torch.dtype) -> Tensor:
+    return torch.zeros(B, H, dtype=dtype) if c0 is None else c0.to(dtype).contiguous()
+
+
+def pool_forward(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str,
+                 window: int) -> tuple[Tensor, Tensor, Tensor]:
+    # Three passes: tap sum + bias (numba), one sigmoid over every gate (torch's vectorised
+    # sigmoid; tanh(x) = 2 sigmoid(2x) - 1, the doubling done by the tap kernel, the rest by the
+    # recurrence kernel; torch's tanh costs ~6x its sigmoid here), then the recurrence.
+    # tanh this way is within ~2 ulp of 1 absolutely (not relatively for |x| << 1).
+    cd = compute_dtype(y.dtype)
+    G = GATES[pooling]
+    rows, B, width = y.shape
+    gh = width // window
+    T, H = rows - (window - 1), gh // G
+    act = torch.empty(T, B, gh, dtype=cd)
+    bias_ = torch.zeros(gh, dtype=cd) if bias is None else bias.to(cd)
+    if T:
+        with _LAUNCH:
+            _taps_kernel(_np(y.to(cd)), _np(bias_), window, H, act.numpy())
+    act.sigmoid_()
+    c = torch.empty(T, B, H, dtype=act.dtype)
+    h = torch.empty(T, B, H, dtype=act.dtype) if G >= 3 else act.new_empty(0)
+    if T:
+        with _LAUNCH:
+            _pool_fwd_kernel(act.numpy(), _np(_c0_or_zeros(c0, B, H, act.dtype)), G,
+                             _block(B, H, _threads()), h.numpy() if G >= 3 else c.numpy(),
+                             c.numpy())
+    return h, c, act
+
+
+def pool_backward(act: Tensor, c: Tensor, c0: Tensor | None, dh: Tensor | None,
+                  dc: Tensor | None, pooling: str, window: int,
+                  has_bias: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    T, B, gh = act.shape
+    G = GATES[pooling]
+    H = gh // G
+    cd = act.dtype
+    dummy = np.zeros((1, 1, 1), dtype=act.numpy().dtype)
+    dy = torch.empty(window - 1 + T, B, window * gh, dtype=cd)
+    dbias_part = torch.zeros(B, gh, dtype=cd)
+    dc0 = torch.empty(B, H, dtype=cd)
+    if T:
+        args = (_np(act), _np(c.to(cd)), _np(_c0_or_zeros(c0, B, H, cd)),
+                dummy if dh is None else _np(dh.to(cd)), dummy if dc is None else _np(dc.to(cd)),
+                dh is not None, dc is not None, G, window, _block(B, H, _threads()),
+                dy.numpy(), dbias_part.numpy(), dc0.numpy())
+        with _LAUNCH:
+            _pool_bwd_kernel(*args)
+    else:
+        dc0.zero_()
+        dy.zero_()
+    return dy, dbias_part.sum(0) if has_bias else None, None if c0 is None else dc0
+
+
+def forget_mult_forward(f: Tensor, z: Tensor, c0: Tensor | None) -> Tensor:
+    T, B, H = f.shape
+    cd = compute_dtype(f.dtype)
+    c = torch.empty(T, B, H, dtype=cd)
+    if T:
+        with _LAUNCH:
+            _fm_fwd_kernel(_np(f.to(cd)), _np(z.to(cd)), _np(_c0_or_zeros(c0, B, H, cd)),
+                           _block(B, H, _threads()), c.numpy())
+    return c
+
+
+def forget_mult_backward(f: Tensor, z: Tensor, c0: Tensor | None, c: Tensor,
+                         dc: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    T, B, H = f.shape
+    cd = c.dtype
+    df, dz = torch.empty(T, B, H, dtype=cd), torch.empty(T, B, H, dtype=cd)
+    dc0 = torch.zeros(B, H, dtype=cd)
+    if T:
+        with _LAUNCH:
+            _fm_bwd_kernel(_np(f.to(cd)), _np(z.to(cd)), _np(_c0_or_zeros(c0, B, H, cd)),
+                           _np(c), _np(dc.to(cd)), _block(B, H, _threads()),
+                           df.numpy(), dz.numpy(), dc0.numpy())
+    return df, dz, None if c0 is None else dc0

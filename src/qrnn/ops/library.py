@@ -1,0 +1,144 @@
+"""The recurrence registered as PyTorch custom ops, so autograd, `torch.compile` and export see it.
+
+    qrnn::conv_pool(y, bias?, c0?, pooling, window, backend) -> (h, c, act)
+    qrnn::conv_pool_backward(act, c, c0?, dh?, dc?, pooling, window, backend) -> (dy, dbias, dc0)
+    qrnn::forget_mult(f, z, c0?, backend) -> (c, c_last)
+    qrnn::forget_mult_backward(f, z, c0?, c, dc?, dc_last?, backend) -> (df, dz, dc0)
+
+Shapes and meaning are those of `_torch_loop.py` (`h` is empty for pooling "f"; `act` is the
+gate activations saved for the backward). Each op has a fake (shape-only) implementation for
+tracing and the backward is itself an op, so the compiled graph calls the kernels as opaque
+nodes. `backend` is a resolved name from `backends.resolve` ("numba", "triton" or "python");
+the public wrappers in `pooling.py` and `forget_mult.py` resolve it before calling.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from qrnn.ops._torch_loop import GATES, compute_dtype
+
+_MODULES = {"python": "qrnn.ops._torch_loop", "numba": "qrnn.ops._numba_cpu",
+            "triton": "qrnn.ops._triton_gpu"}
+
+
+def _backend(name: str):
+    if name not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; expected one of {sorted(_MODULES)}")
+    return importlib.import_module(_MODULES[name])  # lazy: numba/triton load on first use
+
+
+# ---- qrnn::conv_pool -------------------------------------------------------------------------
+
+@torch.library.custom_op("qrnn::conv_pool", mutates_args=())
+def conv_pool(y: Tensor, bias: Optional[Tensor], c0: Optional[Tensor], pooling: str,
+              window: int, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    h, c, act = _backend(backend).pool_forward(y, bias, c0, pooling, window)
+    return h.to(y.dtype), c.to(y.dtype), act
+
+
+@conv_pool.register_fake
+def _(y, bias, c0, pooling, window, backend):
+    rows, B, width = y.shape
+    T, gh = rows - (window - 1), width // window
+    H = gh // GATES[pooling]
+    h = y.new_empty(T, B, H) if GATES[pooling] >= 3 else y.new_empty(0)
+    return h, y.new_empty(T, B, H), y.new_empty(T, B, gh, dtype=compute_dtype(y.dtype))
+
+
+@torch.library.custom_op("qrnn::conv_pool_backward", mutates_args=())
+def conv_pool_backward(act: Tensor, c: Tensor, c0: Optional[Tensor], dh: Optional[Tensor],
+                       dc: Optional[Tensor], pooling: str, window: int,
+                       backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    dy, dbias, dc0 = _backend(backend).pool_backward(act, c, c0, dh, dc, pooling, window, True)
+    if dc0 is None:
+        dc0 = act.new_zeros(act.shape[1], act.shape[2] // GATES[pooling])
+    return dy, dbias, dc0
+
+
+@conv_pool_backward.register_fake
+def _(act, c, c0, dh, dc, pooling, window, backend):
+    T, B, gh = act.shape
+    return (act.new_empty(window - 1 + T, B, window * gh), act.new_empty(gh),
+            act.new_empty(B, gh // GATES[pooling]))
+
+
+def _conv_pool_setup(ctx, inputs, output):
+    y, bias, c0, pooling, window, backend = inputs
+    h, c, act = output
+    ctx.save_for_backward(act, c, c0)
+    ctx.pooling, ctx.window, ctx.backend = pooling, window, backend
+    ctx.y_dtype = y.dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.c0_dtype = None if c0 is None else c0.dtype
+
+
+def _conv_pool_grad(ctx, dh, dc, dact):
+    act, c, c0 = ctx.saved_tensors
+    if ctx.pooling == "f":
+        dh = None  # h is an empty placeholder for "f"
+    dy, dbias, dc0 = conv_pool_backward(act, c, c0, dh, dc, ctx.pooling, ctx.window, ctx.backend)
+    return (dy.to(ctx.y_dtype),
+            None if ctx.bias_dtype is None else dbias.to(ctx.bias_dtype),
+            None if ctx.c0_dtype is None else dc0.to(ctx.c0_dtype),
+            None, None, None)
+
+
+conv_pool.register_autograd(_conv_pool_grad, setup_context=_conv_pool_setup)
+
+
+# ---- qrnn::forget_mult -----------------------------------------------------------------------
+
+@torch.library.custom_op("qrnn::forget_mult", mutates_args=())
+def forget_mult(f: Tensor, z: Tensor, c0: Optional[Tensor], backend: str) -> tuple[Tensor, Tensor]:
+    c = _backend(backend).forget_mult_forward(f, z, c0).to(f.dtype)
+    return c, c[-1].clone()
+
+
+@forget_mult.register_fake
+def _(f, z, c0, backend):
+    return torch.empty_like(f), f.new_empty(f.shape[1:])
+
+
+@torch.library.custom_op("qrnn::forget_mult_backward", mutates_args=())
+def forget_mult_backward(f: Tensor, z: Tensor, c0: Optional[Tensor], c: Tensor,
+                         dc: Optional[Tensor], dc_last: Optional[Tensor],
+                         backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    cd = compute_dtype(f.dtype)
+    grad = torch.zeros(c.shape, dtype=cd, device=c.device) if dc is None else dc.to(cd, copy=True)
+    if dc_last is not None:
+        grad[-1] += dc_last.to(cd)
+    df, dz, dc0 = _backend(backend).forget_mult_backward(f, z, c0, c.to(cd), grad)
+    if dc0 is None:
+        dc0 = f.new_zeros(f.shape[1:], dtype=cd)
+    return df, dz, dc0
+
+
+@forget_mult_backward.register_fake
+def _(f, z, c0, c, dc, dc_last, backend):
+    cd = compute_dtype(f.dtype)
+    return (f.new_empty(f.shape, dtype=cd), f.new_empty(f.shape, dtype=cd),
+            f.new_empty(f.shape[1:], dtype=cd))
+
+
+def _forget_mult_setup(ctx, inputs, output):
+    f, z, c0, backend = inputs
+    c, _ = output
+    ctx.save_for_backward(f, z, c0, c)
+    ctx.backend = backend
+    ctx.dtypes = (f.dtype, z.dtype, None if c0 is None else c0.dtype)
+
+
+def _forget_mult_grad(ctx, dc, dc_last):
+    f, z, c0, c = ctx.saved_tensors
+    df, dz, dc0 = forget_mult_backward(f, z, c0, c, dc, dc_last, ctx.backend)
+    f_dtype, z_dtype, c0_dtype = ctx.dtypes
+    return (df.to(f_dtype), dz.to(z_dtype), None if c0_dtype is None else dc0.to(c0_dtype),
+            None)
+
+
+forget_mult.register_autograd(_forget_mult_grad, setup_context=_forget_mult_setup)

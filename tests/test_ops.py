@@ -1,0 +1,315 @@
+"""Every backend of the QRNN ops against the plain-PyTorch references (the specification).
+
+What runs where (recorded for issue 3; this session had no GPU):
+  * CPU, always: backends "python" (torch time loop, hand-written backward) and "numba" (CPU
+    kernels) against `*_ref`: outputs and every gradient (gates/y, bias, c0, f, z) under random
+    upstream gradients on both outputs; lengths 1, 2, odd, 2048; batch 1 and odd; odd H;
+    window 1/2/3; non-contiguous inputs; with and without c0; float32/float64 (tight) and
+    float16/bfloat16 (tolerances in `TOL`); float64 gradcheck; torch.library.opcheck;
+    torch.compile(backend="aot_eager") over a small model; backend dispatch rules.
+  * CPU, when triton is installed: the "triton" backend under the Triton interpreter
+    (`TRITON_INTERPRET=1`, set by this file before triton loads), on small shapes.
+  * CUDA only (skipped without a GPU): "triton" and "python" on CUDA tensors vs the reference.
+Run: OMP_NUM_THREADS=1 .venv/bin/pytest -q tests/test_ops.py
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
+
+import importlib.util
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from qrnn.ops import (GATES, BackendUnavailableError, forget_mult, forget_mult_ref,
+                      qrnn_conv_pool, qrnn_conv_pool_ref, qrnn_pool, qrnn_pool_ref)
+from qrnn.ops import backends
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+HAS_CUDA = torch.cuda.is_available()
+CPU_BACKENDS = ["python", "numba"] + (["triton"] if HAS_TRITON else [])
+# |fast - ref| <= atol + rtol * (|ref| + max|ref|), ref computed in float64 from the same inputs.
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (2e-5, 2e-5),
+       torch.bfloat16: (2e-2, 2e-2), torch.float16: (4e-3, 4e-3)}
+
+# (T, B, H): lengths 1, 2, odd; batch 1 and odd; odd widths
+SHAPES = [(1, 1, 1), (2, 3, 5), (7, 1, 33), (17, 5, 7), (33, 2, 64)]
+
+
+def _triton_ok(backend: str, T: int, B: int, H: int) -> bool:
+    return backend != "triton" or T * B * H <= 4096  # the interpreter is slow
+
+
+def _assert_close(name, got, want, dtype):
+    atol, rtol = TOL[dtype]
+    assert got.dtype == dtype, f"{name}: dtype {got.dtype}, expected {dtype}"
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    err = (got.double() - want).abs()
+    # relative to each element and to the tensor's scale: sums over time and batch (dbias,
+    # long-sequence gradients) carry rounding error proportional to their terms, not their result
+    bound = atol + rtol * (want.abs() + want.abs().max())
+    assert bool((err <= bound).all()), f"{name}: max error {err.max().item():.3g}"
+
+
+def _grads(fn, inputs, upstream):
+    """Outputs of fn(*inputs) and the gradients of sum(out * upstream) w.r.t. inputs."""
+    leaves = [None if x is None else x.detach().clone().requires_grad_(True) for x in inputs]
+    outs = fn(*leaves)
+    loss = sum((o.double() * g).sum() for o, g in zip(outs, upstream) if g is not None)
+    wrt = [x for x in leaves if x is not None]
+    return outs, torch.autograd.grad(loss, wrt)
+
+
+def _noncontiguous(x: torch.Tensor) -> torch.Tensor:
+    """The same values as x as a strided view (every other element of a wider buffer, stored
+    batch-major), so no dimension of it is laid out as a contiguous tensor's would be."""
+    buf = x.new_zeros(x.shape[1], x.shape[0], x.shape[2], 2)
+    buf[..., 0] = x.transpose(0, 1)
+    out = buf[..., 0].transpose(0, 1)
+    assert torch.equal(out, x) and (x.shape[-1] == 1 or not out.is_contiguous())
+    return out
+
+
+def _check_pool(backend, pooling, T, B, H, window, dtype, with_c0, with_bias, strided,
+                upstream_on=("h", "c")):
+    G = GATES[pooling]
+    gen = torch.Generator().manual_seed(hash((pooling, T, B, H, window)) % 2**31)
+    y = torch.randn(window - 1 + T, B, window * G * H, generator=gen, dtype=torch.float64)
+    bias = torch.randn(G * H, generator=gen, dtype=torch.float64) if with_bias else None
+    c0 = torch.randn(B, H, generator=gen, dtype=torch.float64) if with_c0 else None
+    gh = torch.randn(T, B, H, generator=gen, dtype=torch.float64) if "h" in upstream_on else None
+    gc = torch.randn(T, B, H, generator=gen, dtype=torch.float64) if "c" in upstream_on else None
+    # reference in float64 on the values the fast path actually sees (rounded to dtype)
+    inputs = [None if t is None else t.to(dtype) for t in (y, bias, c0)]
+    if strided:
+        inputs[0] = _noncontiguous(inputs[0])
+    ref_inputs = [None if t is None else t.double() for t in inputs]
+    if window == 1 and bias is None:
+        def ref(y_, b_, c0_):
+            return qrnn_pool_ref(y_, c0_, pooling)
+
+        def fast(y_, b_, c0_):
+            return qrnn_pool(y_, c0_, pooling, backend=backend)
+    else:
+        def ref(y_, b_, c0_):
+            return qrnn_conv_pool_ref(y_, b_, c0_, pooling, window)
+
+        def fast(y_, b_, c0_):
+            return qrnn_conv_pool(y_, b_, c0_, pooling, window, backend=backend)
+
+    want, want_grads = _grads(ref, ref_inputs, (gh, gc))
+    got, got_grads = _grads(fast, inputs, (gh, gc))
+    for name, g, w in zip(("h", "c"), got, want):
+        _assert_close(name, g, w, dtype)
+    names = [n for n, t in zip(("dy", "dbias", "dc0"), inputs) if t is not None]
+    assert len(got_grads) == len(want_grads) == len(names)
+    for name, g, w in zip(names, got_grads, want_grads):
+        _assert_close(name, g, w, dtype)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
+@pytest.mark.parametrize("T,B,H", SHAPES)
+@pytest.mark.parametrize("with_c0", [False, True])
+def test_qrnn_pool_matches_reference(backend, pooling, T, B, H, with_c0):
+    if not _triton_ok(backend, T, B, H):
+        pytest.skip("shape too large for the Triton interpreter")
+    for dtype in (torch.float64, torch.float32):
+        _check_pool(backend, pooling, T, B, H, 1, dtype, with_c0, False, strided=False)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
+@pytest.mark.parametrize("window", [1, 2, 3])
+@pytest.mark.parametrize("T,B,H", [(1, 2, 3), (2, 1, 4), (9, 3, 17)])
+def test_qrnn_conv_pool_matches_reference(backend, pooling, window, T, B, H):
+    _check_pool(backend, pooling, T, B, H, window, torch.float64, True, True, strided=False)
+    _check_pool(backend, pooling, T, B, H, window, torch.float32, False, True, strided=True)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
+def test_strided_inputs_and_one_sided_upstream(backend, pooling):
+    for upstream in (("h",), ("c",)):
+        _check_pool(backend, pooling, 11, 3, 9, 2, torch.float32, True, True, strided=True,
+                    upstream_on=upstream)
+
+
+@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b != "triton"])
+@pytest.mark.parametrize("pooling", ["fo", "ifo"])
+def test_long_sequence(backend, pooling):
+    _check_pool(backend, pooling, 2049, 2, 3, 2, torch.float32, True, True, strided=False)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(backend, dtype):
+    _check_pool(backend, "fo", 13, 3, 10, 2, dtype, True, True, strided=True)
+    _check_forget_mult(backend, 13, 3, 10, dtype, True, strided=False)
+
+
+def _check_forget_mult(backend, T, B, H, dtype, with_c0, strided):
+    gen = torch.Generator().manual_seed(T * 1000 + B * 10 + H)
+    f = torch.rand(T, B, H, generator=gen, dtype=torch.float64)
+    z = torch.randn(T, B, H, generator=gen, dtype=torch.float64)
+    c0 = torch.randn(B, H, generator=gen, dtype=torch.float64) if with_c0 else None
+    g_c = torch.randn(T, B, H, generator=gen, dtype=torch.float64)
+    g_last = torch.randn(B, H, generator=gen, dtype=torch.float64)
+    inputs = [None if t is None else t.to(dtype) for t in (f, z, c0)]
+    if strided:
+        inputs[0], inputs[1] = _noncontiguous(inputs[0]), _noncontiguous(inputs[1])
+    want, want_grads = _grads(forget_mult_ref, [None if t is None else t.double()
+                                                for t in inputs], (g_c, g_last))
+    got, got_grads = _grads(lambda *a: forget_mult(*a, backend=backend), inputs, (g_c, g_last))
+    for name, g, w in zip(("c", "c_last"), got, want):
+        _assert_close(name, g, w, dtype)
+    for name, g, w in zip(("df", "dz", "dc0"), got_grads, want_grads):
+        _assert_close(name, g, w, dtype)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("T,B,H", SHAPES + [(2050, 1, 3)])
+@pytest.mark.parametrize("with_c0", [False, True])
+def test_forget_mult_matches_reference(backend, T, B, H, with_c0):
+    if not _triton_ok(backend, T, B, H):
+        pytest.skip("shape too large for the Triton interpreter")
+    for dtype in (torch.float64, torch.float32):
+        _check_forget_mult(backend, T, B, H, dtype, with_c0, strided=dtype == torch.float32)
+
+
+def test_empty_sequence():
+    y = torch.randn(0, 2, 6)
+    h, c = qrnn_pool(y, None, "fo")
+    assert h.shape == c.shape == (0, 2, 2)
+    c0 = torch.randn(2, 3)
+    c, last = forget_mult(torch.rand(0, 2, 3), torch.randn(0, 2, 3), c0)
+    assert c.shape == (0, 2, 3) and torch.equal(last, c0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
+def test_gradcheck_float64(backend, pooling):
+    G = GATES[pooling]
+    fast = backend == "triton"  # the interpreter is slow: check a random projection instead
+    y = torch.randn(4, 2, 2 * G * 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(G * 3, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: qrnn_conv_pool(*a, pooling=pooling, window=2, backend=backend), (y, bias, c0),
+        fast_mode=fast)
+    f = torch.rand(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: forget_mult(*a, backend=backend), (f, z, c0),
+                                    fast_mode=fast)
+
+
+@pytest.mark.parametrize("backend", ["python", "numba"])
+def test_opcheck(backend):
+    from qrnn.ops import library
+
+    for pooling, G in GATES.items():
+        for bias, c0 in ((None, None), (torch.randn(G * 4), torch.randn(3, 4))):
+            y = torch.randn(5, 3, 2 * G * 4, requires_grad=True)
+            args = (y, bias, c0, pooling, 2, backend)
+            torch.library.opcheck(library.conv_pool, args)
+    f, z = torch.rand(5, 3, 4, requires_grad=True), torch.randn(5, 3, 4, requires_grad=True)
+    torch.library.opcheck(library.forget_mult, (f, z, torch.randn(3, 4, requires_grad=True),
+                                                backend))
+    torch.library.opcheck(library.forget_mult, (f, z, None, backend))
+
+
+def test_torch_compile_over_a_model_that_uses_the_ops():
+    """aot_eager: dynamo + AOTAutograd trace the custom ops (fake impls, backward op) without
+    needing inductor's C++ compiler; the kernels run as opaque nodes."""
+    torch._dynamo.reset()
+    lin = torch.nn.Linear(4, 2 * 3 * 5)
+
+    def model(x, c0):
+        h, c = qrnn_conv_pool(lin(x), None, c0, "fo", 2, backend="numba")
+        c2, last = forget_mult(torch.sigmoid(h), c, None, backend="numba")
+        return h.sum() + c.pow(2).sum() + last.sum() + c2.mean()
+
+    x, c0 = torch.randn(6, 3, 4), torch.randn(3, 5, requires_grad=True)
+    eager = model(x, c0)
+    g_eager = torch.autograd.grad(eager, [c0, lin.weight])
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out = compiled(x, c0)
+    g_comp = torch.autograd.grad(out, [c0, lin.weight])
+    torch.testing.assert_close(out, eager)
+    for a, b in zip(g_comp, g_eager):
+        torch.testing.assert_close(a, b)
+
+
+# ---- dispatch ---------------------------------------------------------------------------------
+
+def test_default_and_env_backend(monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    assert backends.resolve("cpu") == "numba"
+    monkeypatch.setenv(backends.ENV_VAR, "python")
+    assert backends.resolve("cpu") == "python"
+    monkeypatch.setenv(backends.ENV_VAR, "nonsense")
+    with pytest.raises(ValueError, match="QRNN_BACKEND"):
+        backends.resolve("cpu")
+
+
+def test_missing_fast_path_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    monkeypatch.setattr(backends, "is_installed", lambda name: name in ("python", "reference"))
+    monkeypatch.setattr(backends, "_warned", set())
+    with pytest.warns(RuntimeWarning, match='pip install "numba>=0.59"'):
+        assert backends.resolve("cpu") == "python"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backends.resolve("cpu") == "python"  # no second warning
+    with pytest.raises(BackendUnavailableError, match='pip install "numba>=0.59"'):
+        backends.resolve("cpu", "numba")
+    with pytest.raises(BackendUnavailableError, match=r"pip install \"qrnn\[gpu\]\""):
+        backends.resolve("cuda", "triton")
+    monkeypatch.setenv(backends.ENV_VAR, "numba")
+    with pytest.raises(BackendUnavailableError, match=r"\$QRNN_BACKEND='numba'"):
+        qrnn_pool(torch.randn(3, 1, 6))
+
+
+def test_backend_on_the_wrong_device_is_an_error(monkeypatch):
+    with pytest.raises(BackendUnavailableError, match="CPU tensors only"):
+        backends.resolve("cuda", "numba")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    if HAS_TRITON:
+        with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET"):
+            backends.resolve("cpu", "triton")
+
+
+def test_import_loads_no_accelerator():
+    code = ("import sys, qrnn, qrnn.ops, qrnn.modules; "
+            "print(sorted(m for m in ('numba', 'triton') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ---- GPU (skipped without CUDA; none in this session) -----------------------------------------
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["triton", "python"])
+@pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
+def test_cuda_matches_reference(backend, pooling):
+    G = GATES[pooling]
+    for T, B, H in [(1, 1, 1), (7, 3, 33), (2049, 2, 5), (400, 24, 256)]:
+        y = torch.randn(T + 1, B, 2 * G * H, device="cuda")
+        bias, c0 = torch.randn(G * H, device="cuda"), torch.randn(B, H, device="cuda")
+        gh, gc = torch.randn(T, B, H, device="cuda"), torch.randn(T, B, H, device="cuda")
+        out = {}
+        for name, fn in (("ref", qrnn_conv_pool_ref), ("fast", qrnn_conv_pool)):
+            kw = {} if name == "ref" else {"backend": backend}
+            args = [t.double().requires_grad_() for t in (y, bias, c0)] if name == "ref" else \
+                [t.clone().requires_grad_() for t in (y, bias, c0)]
+            h, c = fn(*args, pooling=pooling, window=2, **kw)
+            loss = (h.double() * gh).sum() + (c.double() * gc).sum()
+            out[name] = [h, c, *torch.autograd.grad(loss, args)]
+        for got, want in zip(out["fast"], out["ref"]):
+            torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)

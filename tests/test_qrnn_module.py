@@ -1,0 +1,441 @@
+"""`qrnn.QRNN` as a drop-in for `nn.LSTM`: shapes, lengths, streaming, zoneout, dtypes, export.
+
+Property tests (hypothesis) check the invariants the layer promises -- causality, padding
+invariance, pieces = whole, packed = padded, bidirectional = two forward layers -- in float64,
+on small random configurations; plain tests check shapes, errors and modes.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from qrnn.modules import QRNN, QRNNLayer, QRNNState
+from qrnn.ops import GATES, qrnn_pool_ref
+
+PROPERTY = settings(deadline=None, max_examples=12, derandomize=True)
+TIGHT = {"atol": 1e-10, "rtol": 1e-10}  # float64, same maths in a different batch/order
+
+configs = st.fixed_dictionaries({
+    "num_layers": st.integers(1, 2),
+    "window": st.integers(1, 3),
+    "pooling": st.sampled_from(["f", "fo", "ifo"]),
+    "dense": st.booleans(),
+    "bias": st.booleans(),
+    "zoneout": st.sampled_from([0.0, 0.3]),  # evaluation mode: deterministic expectation
+})
+
+
+def make(seed: int = 0, input_size: int = 3, hidden_size: int = 4, **kwargs) -> QRNN:
+    torch.manual_seed(seed)
+    return QRNN(input_size, hidden_size, dtype=torch.float64, **kwargs).eval()
+
+
+def randn(*shape, dtype=torch.float64):
+    return torch.randn(*shape, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@PROPERTY
+@given(cfg=configs, T=st.integers(2, 7), B=st.integers(1, 3), t=st.integers(0, 5), seed=st.integers(0, 99))
+def test_causal_outputs_ignore_the_future(cfg, T, B, t, seed):
+    t = min(t, T - 2)
+    m = make(seed, **cfg)
+    x = randn(T, B, 3)
+    later = x.clone()
+    later[t + 1:] = randn(T - t - 1, B, 3) * 10
+    torch.testing.assert_close(m(later)[0][:t + 1], m(x)[0][:t + 1], **TIGHT)
+
+
+@PROPERTY
+@given(cfg=configs, bidirectional=st.booleans(), T=st.integers(1, 6),
+       lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4), seed=st.integers(0, 99))
+def test_padding_invariance(cfg, bidirectional, T, lengths, seed):
+    """Each sequence of a padded batch gives what it gives alone, whatever the padding holds,
+    and no gradient reaches a padded step."""
+    lengths = torch.tensor([min(n, T) for n in lengths])
+    B = len(lengths)
+    m = make(seed, bidirectional=bidirectional, **cfg)
+    hx = randn(m.num_layers * m.num_directions, B, 4)
+    x = randn(T, B, 3)
+    for b in range(B):
+        x[lengths[b]:, b] = 1e3 * randn(T - lengths[b], 3)  # garbage in the padding
+    x.requires_grad_(True)
+    out, h_n = m(x, hx, lengths=lengths)
+    out.sum().backward()
+    for b in range(B):
+        n = int(lengths[b])
+        alone = x.detach()[:n, b:b + 1].clone().requires_grad_(True)
+        out_b, h_b = m(alone, hx[:, b:b + 1])
+        out_b.sum().backward()
+        torch.testing.assert_close(out[:n, b], out_b[:, 0], **TIGHT)
+        torch.testing.assert_close(h_n[:, b], h_b[:, 0], **TIGHT)
+        torch.testing.assert_close(x.grad[:n, b], alone.grad[:, 0], **TIGHT)
+        assert torch.all(out[n:, b] == 0) and torch.all(x.grad[n:, b] == 0)
+
+
+@PROPERTY
+@given(cfg=configs, T=st.integers(1, 8), B=st.integers(1, 3), cuts=st.data(), seed=st.integers(0, 99))
+def test_pieces_equal_the_whole(cfg, T, B, cuts, seed):
+    """Feeding each sequence in pieces (a different cut per sequence, so pieces are ragged and
+    some are empty) and passing the returned QRNNState on equals one pass over the whole."""
+    m = make(seed, dropout=0.5, **cfg)  # eval(): dropout and zoneout deterministic
+    x, hx = randn(T, B, 3), randn(cfg["num_layers"], B, 4)
+    whole, state = m(x, hx, return_state=True)
+    assert torch.equal(state.cells, m(x, hx)[1])
+
+    cut = torch.tensor(cuts.draw(st.lists(st.integers(0, T), min_size=B, max_size=B)))
+    first = x.clone()
+    second = torch.zeros_like(x)
+    for b in range(B):
+        second[:T - cut[b], b] = x[cut[b]:, b]
+    out1, s1 = m(first, hx, lengths=cut, return_state=True)
+    out2, s2 = m(second, s1, lengths=T - cut, return_state=True)
+    torch.testing.assert_close(s2.cells, state.cells, **TIGHT)
+    for a, b in zip(s2.inputs, state.inputs):
+        torch.testing.assert_close(a, b, **TIGHT)
+    for b in range(B):
+        n = int(cut[b])
+        torch.testing.assert_close(torch.cat([out1[:n, b], out2[:T - n, b]]), whole[:, b], **TIGHT)
+
+
+@PROPERTY
+@given(cfg=configs, bidirectional=st.booleans(), batch_first=st.booleans(),
+       lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4), seed=st.integers(0, 99))
+def test_packed_equals_padded(cfg, bidirectional, batch_first, lengths, seed):
+    m = make(seed, bidirectional=bidirectional, batch_first=batch_first, **cfg)
+    lengths = torch.tensor(lengths)
+    T, B = int(lengths.max()), len(lengths)
+    x = randn(B, T, 3) if batch_first else randn(T, B, 3)
+    hx = randn(m.num_layers * m.num_directions, B, 4)
+    padded_out, padded_h = m(x, hx, lengths=lengths)
+    packed = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+    packed_out, packed_h = m(packed, hx)
+    assert torch.equal(packed_out.batch_sizes, packed.batch_sizes)
+    assert torch.equal(packed_out.sorted_indices, packed.sorted_indices)
+    unpacked, unpacked_lengths = pad_packed_sequence(packed_out, batch_first=batch_first)
+    assert torch.equal(unpacked_lengths, lengths)
+    torch.testing.assert_close(unpacked, padded_out, **TIGHT)
+    torch.testing.assert_close(packed_h, padded_h, **TIGHT)
+
+
+@PROPERTY
+@given(cfg=configs, T=st.integers(1, 6), lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+       seed=st.integers(0, 99))
+def test_bidirectional_is_forward_plus_forward_on_reversed(cfg, T, lengths, seed):
+    """Layer 0 of a bidirectional QRNN = its forward layer on x, and its reverse layer run as a
+    forward layer on each sequence reversed within its own length (so it starts at the real
+    last step), with outputs flipped back."""
+    cfg = {**cfg, "num_layers": 1, "dense": False}
+    m = make(seed, bidirectional=True, **cfg)
+    fwd, rev = make(**cfg), make(**cfg)
+    fwd.layers[0].load_state_dict(m.layers[0].state_dict())
+    rev.layers[0].load_state_dict(m.layers_reverse[0].state_dict())
+    lengths = torch.tensor([min(n, T) for n in lengths])
+    B = len(lengths)
+    x, hx = randn(T, B, 3), randn(2, B, 4)
+    out, h_n = m(x, hx, lengths=lengths)
+    for b in range(B):
+        n = int(lengths[b])
+        seq = x[:n, b:b + 1]
+        out_f, h_f = fwd(seq, hx[0:1, b:b + 1])
+        out_r, h_r = rev(seq.flip(0), hx[1:2, b:b + 1])
+        torch.testing.assert_close(out[:n, b], torch.cat([out_f, out_r.flip(0)], -1)[:, 0], **TIGHT)
+        torch.testing.assert_close(h_n[:, b], torch.cat([h_f, h_r])[:, 0], **TIGHT)
+
+
+# ----------------------------------------------------------------------------- shapes and API
+
+
+def test_shapes_like_lstm_for_every_argument_combination():
+    I, H, T, B = 3, 4, 5, 2
+    grid = itertools.product([1, 2], [False, True], [False, True], [False, True], GATES, [1, 3])
+    for i, (L, bidir, batch_first, dense, pooling, window) in enumerate(grid):
+        bias = i % 2 == 0
+        D = 2 if bidir else 1
+        kw = dict(num_layers=L, bias=bias, batch_first=batch_first, bidirectional=bidir)
+        m = QRNN(I, H, **kw, window=window, pooling=pooling, dense=dense, zoneout=0.1, dropout=0.1)
+        x = torch.randn(B, T, I) if batch_first else torch.randn(T, B, I)
+        out, h_n = m(x)
+        lstm_out, (lstm_h, _) = nn.LSTM(I, H, **kw)(x)
+        features = I + L * D * H if dense else D * H
+        assert m.output_size == features
+        assert out.shape == lstm_out.shape[:-1] + (features,)
+        assert h_n.shape == lstm_h.shape == (L * D, B, H)
+        for l, layer in enumerate(m.layers):
+            width = (I + l * D * H) if dense else (I if l == 0 else D * H)
+            assert layer.weight.shape == (window * GATES[pooling] * H, width)
+            assert (layer.bias is not None) == bias
+
+
+def test_parameter_names_of_a_unidirectional_checkpoint():
+    m = QRNN(8, 6, num_layers=4, dropout=0.3, dense=True, window=2)
+    names = {f"layers.{l}.{p}" for l in range(4) for p in ("weight", "bias")}
+    assert set(m.state_dict()) == names
+    assert [tuple(m.state_dict()[f"layers.{l}.weight"].shape) for l in range(4)] == \
+        [(36, 8), (36, 14), (36, 20), (36, 26)]
+    bi = QRNN(8, 6, bidirectional=True)
+    assert set(bi.state_dict()) == {"layers.0.weight", "layers.0.bias",
+                                    "layers_reverse.0.weight", "layers_reverse.0.bias"}
+
+
+def test_dense_output_is_input_then_every_layer():
+    m = make(num_layers=2, dense=True)
+    x = randn(5, 2, 3)
+    out, _ = m(x)
+    first = make(num_layers=1)
+    first.layers[0].load_state_dict(m.layers[0].state_dict())
+    assert torch.equal(out[..., :3], x)
+    torch.testing.assert_close(out[..., 3:7], first(x)[0], **TIGHT)
+
+
+def test_batch_one_length_one_and_unbatched():
+    m = make(num_layers=2, bidirectional=True, window=3)
+    x = randn(4, 1, 3)
+    out, h_n = m(x)
+    out_u, h_u = m(x[:, 0], torch.zeros(4, 4, dtype=torch.float64))
+    assert out_u.shape == (4, 8) and h_u.shape == (4, 4)
+    torch.testing.assert_close(out_u, out[:, 0], **TIGHT)
+    torch.testing.assert_close(h_u, h_n[:, 0], **TIGHT)
+    out1, h1 = m(x[:1])
+    assert out1.shape == (1, 1, 8) and h1.shape == (4, 1, 4)
+    torch.testing.assert_close(m(x[:1], lengths=torch.tensor([1]))[0], out1, **TIGHT)
+
+
+def test_h_n_is_the_cell_and_continues_the_recurrence():
+    """h_n is c (the state the recurrence carries), not the last output h = o*c. With window 1
+    the cell is the whole state, so passing h_n back as hx continues a sequence exactly."""
+    m = make(num_layers=2, window=1, pooling="fo")
+    x = randn(6, 2, 3)
+    out, h_n = m(x)
+    _, c = m.layers[1](m.layers[0](x)[0])
+    torch.testing.assert_close(h_n[1], c[-1], **TIGHT)
+    assert not torch.allclose(h_n[1], out[-1])
+    out_a, h_a = m(x[:4])
+    out_b, h_b = m(x[4:], h_a)
+    torch.testing.assert_close(torch.cat([out_a, out_b]), out, **TIGHT)
+    torch.testing.assert_close(h_b, h_n, **TIGHT)
+
+
+def test_plain_hx_starts_a_fresh_convolution_but_state_continues_it():
+    m = make(window=3)
+    x = randn(6, 2, 3)
+    whole, state = m(x, return_state=True)
+    _, s1 = m(x[:3], return_state=True)
+    torch.testing.assert_close(m(x[3:], s1)[0], whole[3:], **TIGHT)
+    assert not torch.allclose(m(x[3:], s1.cells)[0], whole[3:])  # drops the conv context
+    assert s1.inputs[0].shape == (2, 2, 3)
+    torch.testing.assert_close(s1.inputs[0], x[1:3], **TIGHT)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2),
+                                       (torch.float16, 3e-3)])
+def test_dtypes_match_float64(dtype, tol):
+    torch.manual_seed(0)
+    ref = make(num_layers=2, bidirectional=True, dense=True, pooling="ifo", zoneout=0.2)
+    m = QRNN(3, 4, num_layers=2, bidirectional=True, dense=True, pooling="ifo", zoneout=0.2,
+             dtype=dtype).eval()
+    m.load_state_dict(ref.state_dict())
+    x, lengths = randn(5, 3, 3), torch.tensor([5, 2, 1])
+    out, h_n = m(x.to(dtype), lengths=lengths)
+    assert out.dtype == h_n.dtype == dtype
+    ref_out, ref_h = ref(x, lengths=lengths)
+    torch.testing.assert_close(out.double(), ref_out, atol=tol, rtol=tol)
+    torch.testing.assert_close(h_n.double(), ref_h, atol=tol, rtol=tol)
+    out.float().square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_non_contiguous_input_and_hx():
+    m = make(num_layers=2, window=2, batch_first=True)
+    base = randn(3, 12, 10)
+    x = base[:, ::2, 1:4]  # (B, T, I) = (3, 6, 3), strided in two dimensions
+    hx = randn(2, 4, 3).transpose(1, 2)  # (L, B, H) = (2, 3, 4), transposed storage
+    assert not x.is_contiguous() and not hx.is_contiguous()
+    xs, xc = x.clone().requires_grad_(True), x.contiguous().requires_grad_(True)
+    out_s, h_s = m(xs, hx, lengths=torch.tensor([6, 2, 4]))
+    out_c, h_c = m(xc, hx.contiguous(), lengths=torch.tensor([6, 2, 4]))
+    torch.testing.assert_close(out_s, out_c, **TIGHT)
+    torch.testing.assert_close(h_s, h_c, **TIGHT)
+    g = randn(*out_s.shape)
+    (out_s * g).sum().backward()
+    (out_c * g).sum().backward()
+    torch.testing.assert_close(xs.grad, xc.grad, **TIGHT)
+    m(x.transpose(0, 1).contiguous().transpose(0, 1))  # a transposed-storage input runs too
+
+
+def test_lengths_as_a_list_and_on_another_dtype():
+    m = make()
+    x = randn(4, 2, 3)
+    ref = m(x, lengths=torch.tensor([4, 2]))
+    for lengths in ([4, 2], torch.tensor([4, 2], dtype=torch.int32)):
+        out, h_n = m(x, lengths=lengths)
+        torch.testing.assert_close(out, ref[0], **TIGHT)
+        torch.testing.assert_close(h_n, ref[1], **TIGHT)
+
+
+def test_bad_shapes_name_the_expected_shape():
+    m = QRNN(3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match=r"\(T, B, input_size=3\)"):
+        m(torch.randn(5, 2, 4))
+    with pytest.raises(ValueError, match=r"\(B, T, input_size=3\)"):
+        QRNN(3, 4, batch_first=True)(torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match=r"\(T, B, input_size=3\)"):
+        m(torch.randn(1, 5, 2, 3))
+    with pytest.raises(ValueError, match=r"num_layers\*num_directions=2, B=2, hidden_size=4"):
+        m(x, torch.zeros(1, 2, 4))
+    with pytest.raises(ValueError, match=r"lengths must be an integer tensor of shape \(B=2,\)"):
+        m(x, lengths=torch.tensor([5, 2, 1]))
+    with pytest.raises(ValueError, match=r"lengths must be an integer tensor"):
+        m(x, lengths=torch.tensor([5.0, 2.0]))
+    with pytest.raises(ValueError, match=r"lengths must be in \[0, T=5\]"):
+        m(x, lengths=torch.tensor([6, 2]))
+    with pytest.raises(TypeError, match=r"not an \(h_0, c_0\) tuple"):
+        m(x, (torch.zeros(2, 2, 4), torch.zeros(2, 2, 4)))
+    with pytest.raises(TypeError, match="dtype"):
+        m(x.double())
+    bad_state = QRNNState(torch.zeros(2, 2, 4), (torch.zeros(1, 2, 3), torch.zeros(1, 2, 3)))
+    with pytest.raises(ValueError, match=r"\(window-1, B, I_l\) = \[\(1, 2, 3\), \(1, 2, 4\)\]"):
+        m(x, bad_state)
+    with pytest.raises(ValueError, match="only for unidirectional"):
+        QRNN(3, 4, bidirectional=True)(x, return_state=True)
+    with pytest.raises(ValueError, match="carries its own lengths"):
+        m(pack_padded_sequence(x, [5, 3]), lengths=[5, 3])
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, input_size=3\)"):
+        QRNNLayer(3, 4)(torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"c0 must have shape \(B=2, hidden_size=4\)"):
+        QRNNLayer(3, 4)(x, torch.zeros(3, 4))
+    for bad in ({"pooling": "ofi"}, {"window": 0}, {"zoneout": 1.0}, {"dropout": -0.1}):
+        with pytest.raises(ValueError):
+            QRNN(3, 4, **bad)
+
+
+# ----------------------------------------------------------------------------- randomness
+
+
+def test_zoneout_in_eval_is_its_expectation():
+    """Eval: c_t = (p + (1-p) f) c_{t-1} + (1-p) (1-f) z, checked against the reference pooling,
+    and against the mean of many training-mode runs (zoneout's randomness averaged out)."""
+    p = 0.4
+    torch.manual_seed(0)
+    layer = QRNNLayer(3, 5, window=2, pooling="fo", zoneout=p, dtype=torch.float64).eval()
+    x, c0 = randn(4, 1, 3), randn(1, 5)
+    h, c = layer(x, c0)
+    assert torch.equal(layer(x, c0)[0], h)  # deterministic
+
+    z, f, o = layer.gates(x).chunk(3, dim=-1)
+    f_expected = p + (1 - p) * torch.sigmoid(f)
+    # qrnn_pool_ref takes pre-activations: feed logit(f') for f, the rest unchanged
+    ref_h, ref_c = qrnn_pool_ref(torch.cat([z, torch.logit(f_expected), o], -1), c0, "fo")
+    torch.testing.assert_close(h, ref_h, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(c, ref_c, atol=1e-12, rtol=1e-12)
+
+    n = 20000
+    layer.train()
+    mean_h = layer(x.expand(-1, n, -1), c0.expand(n, -1))[0].mean(dim=1, keepdim=True)
+    torch.testing.assert_close(mean_h, h, atol=0.02, rtol=0)  # ~5 standard errors
+
+
+@pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
+def test_zoneout_in_training_holds_random_cells(pooling):
+    """Training: each cell unit at each step either keeps c_{t-1} exactly or takes the plain
+    update, the first with probability p."""
+    p = 0.3
+    torch.manual_seed(0)
+    layer = QRNNLayer(3, 50, window=1, pooling=pooling, zoneout=p, dtype=torch.float64).train()
+    x = randn(20, 40, 3)
+    _, c = layer(x)
+    _, c_again = layer(x)
+    assert not torch.equal(c, c_again)
+    plain = QRNNLayer(3, 50, window=1, pooling=pooling, dtype=torch.float64)
+    plain.load_state_dict(layer.state_dict())
+    g = plain.gates(x)
+    c_prev = torch.cat([torch.zeros_like(c[:1]), c[:-1]])
+    # the plain update from the zoned-out previous cell, one step at a time
+    updated = torch.stack([qrnn_pool_ref(g[t:t + 1], c_prev[t], pooling)[1][0] for t in range(20)])
+    held = torch.isclose(c, c_prev, atol=1e-12, rtol=0)  # kernels may round f=1 holds by an ulp
+    assert torch.all(held | torch.isclose(c, updated, atol=1e-12, rtol=1e-12))
+    assert abs(held.double().mean().item() - p) < 0.03
+
+
+def test_eval_turns_every_source_of_randomness_off():
+    torch.manual_seed(0)
+    m = QRNN(3, 4, num_layers=3, dropout=0.5, zoneout=0.3, dense=True, bidirectional=True)
+    x = torch.randn(6, 2, 3)
+    m.train()
+    assert not torch.equal(m(x)[0], m(x)[0])
+    m.eval()
+    assert torch.equal(m(x)[0], m(x)[0])
+
+
+def test_dropout_is_between_layers_only():
+    """Like nn.LSTM: no dropout after the last layer, so one layer without zoneout is
+    deterministic in training; with two layers, dense output shows the first layer dropped."""
+    m = make(num_layers=1, dropout=0.5).train()
+    x = randn(5, 3, 3)
+    assert torch.equal(m(x)[0], m(x)[0])
+    m2 = make(num_layers=2, dropout=0.5, dense=True).train()
+    out = m2(x)[0]
+    assert torch.equal(out[..., :3], x)  # the input itself is never dropped
+    first = out[..., 3:7]
+    assert (first == 0).any() and not torch.equal(first, m2.eval()(x)[0][..., 3:7])
+
+
+# ----------------------------------------------------------------------------- gradients, compile, export
+
+
+def test_gradcheck_through_lengths_zoneout_and_both_directions():
+    m = make(input_size=2, hidden_size=2, num_layers=2, bidirectional=True, dense=True,
+             zoneout=0.3, window=2, pooling="ifo")
+    x = randn(3, 2, 2).requires_grad_(True)
+    hx = randn(4, 2, 2).requires_grad_(True)
+    lengths = torch.tensor([3, 2])
+    assert torch.autograd.gradcheck(lambda x, hx: m(x, hx, lengths=lengths), (x, hx))
+
+
+def test_torch_compile_matches_eager():
+    """Backend "aot_eager" (traces forward and backward with AOTAutograd; inductor would add
+    minutes of C++ compilation on CPU for no extra coverage of this module's Python)."""
+    torch.manual_seed(0)
+    m = QRNN(3, 4, num_layers=2, dense=True, window=2, zoneout=0.2).eval()
+    compiled = torch.compile(m, backend="aot_eager")
+    x, lengths = torch.randn(5, 3, 3), torch.tensor([5, 3, 1])
+    for lens in (lengths, torch.tensor([2, 5, 4])):  # lengths are data, not baked in
+        xe, xc = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        out_e, h_e = m(xe, lengths=lens)
+        out_c, h_c = compiled(xc, lengths=lens)
+        torch.testing.assert_close(out_c, out_e)
+        torch.testing.assert_close(h_c, h_e)
+        (out_e.sum() + h_e.sum()).backward()
+        (out_c.sum() + h_c.sum()).backward()
+        torch.testing.assert_close(xc.grad, xe.grad)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_export_with_lengths_and_sizes_chosen_at_run_time(bidirectional):
+    """torch.export: T, B and the lengths' values are all dynamic (the layer has no
+    data-dependent shapes; the pooling is the registered op `qrnn::conv_pool`)."""
+    torch.manual_seed(0)
+    m = QRNN(3, 4, num_layers=2, dense=True, window=3, zoneout=0.2,
+             bidirectional=bidirectional).eval()
+    T, B = torch.export.Dim("T", min=1), torch.export.Dim("B", min=1)
+    program = torch.export.export(m, (torch.randn(6, 3, 3),), {"lengths": torch.tensor([6, 3, 1])},
+                                  dynamic_shapes={"input": {0: T, 1: B}, "lengths": {0: B}})
+    for steps, batch in [(1, 1), (9, 4), (2, 5)]:
+        x, lengths = torch.randn(steps, batch, 3), torch.randint(0, steps + 1, (batch,))
+        for got, want in zip(program.module()(x, lengths=lengths), m(x, lengths=lengths)):
+            torch.testing.assert_close(got, want)
+
+
+def test_torchscript_says_what_to_use_instead():
+    with pytest.raises(RuntimeError, match="torch.export"):
+        torch.jit.script(QRNN(3, 4))
