@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from qrnn.sentiment.glove import (GloveFormatError, GloveNotFoundError, detect_case, find_glove,
+from qrnn.sentiment.glove import (MAX_AMBIGUOUS, GloveFormatError, GloveNotFoundError, detect_case, find_glove,
                                   read_glove)
 
 NBSP = "\u00a0"
@@ -132,9 +132,18 @@ def test_values_of_unwanted_lines_are_not_parsed(tmp_path):
     assert set(vectors) == {"a", "c"}
 
 
-def test_longer_vector_is_error_not_shifted_into_token(tmp_path):
-    path = write(tmp_path / "g.txt", ["a 1 2 3", "b 4 5 6 7"])
-    with pytest.raises(GloveFormatError, match=r"g\.txt:2: 5 fields where 4 were expected"):
+def test_token_ending_in_a_number_is_a_counted_skip_never_shifted(tmp_path):
+    # "b 4" + 3 values: a spaced token ending in a number, or a 4-value vector: never kept
+    path = write(tmp_path / "g.txt", ["a 1 2 3", "b 4 5 6 7", "c d 8 9 10", "e 1 1 1"])
+    vectors, stats = read_glove(path, None)
+    assert set(vectors) == {"a", "c d", "e"}
+    assert stats.skipped_ambiguous == 1 and stats.ambiguous_lines == [2]
+
+
+def test_many_longer_vectors_mean_a_wrong_dimension(tmp_path):
+    lines = ["a 1 2 3"] + [f"w{i} 4 5 6 7" for i in range(MAX_AMBIGUOUS + 1)]
+    path = write(tmp_path / "g.txt", lines)
+    with pytest.raises(GloveFormatError, match=r"g\.txt:\d+: 5 fields where 4 were expected"):
         read_glove(path, None)
 
 

@@ -17,8 +17,10 @@ Malformed lines, decided per kind (``GloveStats`` reports every skip):
 - token that is not valid UTF-8: skipped and counted, with the first line numbers kept (840B has a
   few such tokens; the text side is valid UTF-8, so such a token could never match anyway).
 - fewer than D+1 fields (truncated file, wrong ``dim``): ``GloveFormatError`` naming file and line.
-- more than D+1 fields where the token part ends in a number (a vector longer than D, which would
-  otherwise silently shift a value into the token): ``GloveFormatError``.
+- more than D+1 fields where the token part ends in a number: either a token with a space that
+  ends in a number (840B has odd tokens) or a vector longer than D, which would otherwise shift a
+  value into the token. Skipped and counted with its line number, never kept; past
+  ``MAX_AMBIGUOUS`` such lines the dimension must be wrong, so ``GloveFormatError``.
 - non-numeric or non-finite value in a kept vector: ``GloveFormatError`` naming file, line and
   field. Values of lines that are not kept are not parsed (that is what makes one pass over 840B
   affordable); they never reach the output.
@@ -42,6 +44,7 @@ import numpy as np
 
 GLOVE_PATTERNS = ("glove*.txt", "glove*.txt.gz", "glove*.zip")
 GLOVE_URL = "https://nlp.stanford.edu/projects/glove/"
+MAX_AMBIGUOUS = 100  # skipped lines whose token part ends in a number, before it is an error
 
 
 class GloveError(Exception):
@@ -68,6 +71,8 @@ class GloveStats:
     skipped_empty: int = 0
     skipped_bad_utf8: int = 0
     bad_utf8_lines: list[int] = field(default_factory=list)  # first 20 line numbers
+    skipped_ambiguous: int = 0     # token part ends in a number: a spaced token or a longer vector
+    ambiguous_lines: list[int] = field(default_factory=list)  # first 20 line numbers
     header: bool = False
 
     def as_dict(self) -> dict:
@@ -222,10 +227,17 @@ def read_glove(path: Path, wanted: Callable[[str], bool] | Collection[str] | Non
                 fields = line.split(b" ")
                 token_fields, rest = fields[:-D], fields[-D:]
                 if _is_number(token_fields[-1]):
-                    raise GloveFormatError(
-                        f"{path}:{lineno}: {len(fields)} fields where {D + 1} were expected and the part "
-                        f"before the last {D} values ends in a number ({token_fields[-1][:40]!r}): a vector "
-                        f"longer than {D}? Pass the right dimension (dim=) or fix the file.")
+                    stats.skipped_ambiguous += 1
+                    if len(stats.ambiguous_lines) < 20:
+                        stats.ambiguous_lines.append(lineno)
+                    if stats.skipped_ambiguous > MAX_AMBIGUOUS:
+                        raise GloveFormatError(
+                            f"{path}:{lineno}: {len(fields)} fields where {D + 1} were expected and "
+                            f"the part before the last {D} values ends in a number "
+                            f"({token_fields[-1][:40]!r}), on more than {MAX_AMBIGUOUS} lines "
+                            f"(first: {stats.ambiguous_lines[:5]}): the vectors are longer than {D}? "
+                            f"Pass the right dimension (dim=) or fix the file.")
+                    continue
                 token_b = b" ".join(token_fields)
             else:
                 raise GloveFormatError(

@@ -55,7 +55,7 @@ from qrnn.sentiment.text import tokenize
 from qrnn.sentiment.vocab import UNK, UNK_TOKEN, Vocabulary, atomic_write_text
 
 # Bump whenever the output of prepare changes for the same inputs (tokenizer, vocab rules, format).
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2  # 2: GloVe lines whose token part ends in a number are skipped, not an error
 DEFAULT_MIN_COUNT = 2
 DEFAULT_SEED = 0
 SPLIT_NAMES = ("train", "test")
