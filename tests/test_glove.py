@@ -190,3 +190,19 @@ def test_real_glove_head(shared_data):
     assert set(vectors) == {"the", "movie"}
     assert stats.dim == 100 and stats.lines == 341_479 and stats.skipped_empty == 0
     assert vectors["the"][:3].tolist() == pytest.approx([-0.038194, -0.24487, 0.72812])
+
+
+def test_empty_file_is_error(tmp_path):
+    with pytest.raises(GloveFormatError, match=r"g\.txt: no vectors in the file"):
+        read_glove(write(tmp_path / "g.txt", []), None)
+
+
+def test_truncated_gzip_is_error_naming_file_and_line(tmp_path):
+    import gzip
+
+    lines = "".join(f"w{i} {i}.5 1.0 2.0\n" for i in range(20000)).encode()
+    whole = gzip.compress(lines)
+    path = tmp_path / "glove.t.txt.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(GloveFormatError, match=r"glove\.t\.txt\.gz: the file is truncated or damaged after line"):
+        read_glove(path, None)

@@ -439,3 +439,13 @@ def test_export_with_lengths_and_sizes_chosen_at_run_time(bidirectional):
 def test_torchscript_says_what_to_use_instead():
     with pytest.raises(RuntimeError, match="torch.export"):
         torch.jit.script(QRNN(3, 4))
+
+
+def test_empty_batch_like_lstm():
+    # nn.LSTM returns empty results for batch size 0; so does QRNN, with gradients
+    rnn = QRNN(3, 4, num_layers=2)
+    x = torch.randn(5, 0, 3, requires_grad=True)
+    out, h_n = rnn(x)
+    assert out.shape == (5, 0, 4) and h_n.shape == (2, 0, 4)
+    out.sum().backward()
+    assert x.grad.shape == (5, 0, 3)

@@ -197,3 +197,19 @@ def test_checkpoint_round_trip_and_atomic_swap(tmp_path):
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
         load_checkpoint(tmp_path / "nothing")
     assert not any(p.suffix == ".pt" or p.suffix == ".pkl" for p in (tmp_path / "ckpt.old").iterdir())
+
+
+@pytest.mark.parametrize("rnn", ["qrnn", "lstm"])
+def test_l2_applies_to_every_weight_matrix_and_nothing_else(rnn):
+    from qrnn.sentiment.train import make_optimizer
+
+    model = SentimentClassifier(ModelConfig(vocab_size=20, embed_dim=8, hidden_size=6,
+                                            num_layers=2, rnn=rnn))
+    decay, plain = make_optimizer(model, TrainConfig()).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = sorted(names[id(p)] for p in decay["params"])
+    assert decay["weight_decay"] == 4e-6 and plain["weight_decay"] == 0.0
+    assert "head.weight" in decayed and not any("bias" in n or "embedding" in n for n in decayed)
+    # every recurrent weight matrix (QRNN layers.*.weight, LSTM weight_ih/hh_l0) is decayed
+    expected = 2 if rnn == "qrnn" else 4
+    assert len([n for n in decayed if n.startswith("rnn.")]) == expected

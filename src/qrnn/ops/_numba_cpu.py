@@ -247,13 +247,13 @@ def pool_forward(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str
     T, H = rows - (window - 1), gh // G
     act = torch.empty(T, B, gh, dtype=cd)
     bias_ = torch.zeros(gh, dtype=cd) if bias is None else bias.to(cd)
-    if T:
+    if T and B and H:  # numba jobs need at least one (sequence, unit)
         with _LAUNCH:
             _taps_kernel(_np(y.to(cd)), _np(bias_), window, H, act.numpy())
     act.sigmoid_()
     c = torch.empty(T, B, H, dtype=act.dtype)
     h = torch.empty(T, B, H, dtype=act.dtype) if G >= 3 else act.new_empty(0)
-    if T:
+    if T and B and H:  # numba jobs need at least one (sequence, unit)
         with _LAUNCH:
             _pool_fwd_kernel(act.numpy(), _np(_c0_or_zeros(c0, B, H, act.dtype)), G,
                              _block(B, H, _threads()), h.numpy() if G >= 3 else c.numpy(),
@@ -272,7 +272,7 @@ def pool_backward(act: Tensor, c: Tensor, c0: Tensor | None, dh: Tensor | None,
     dy = torch.empty(window - 1 + T, B, window * gh, dtype=cd)
     dbias_part = torch.zeros(B, gh, dtype=cd)
     dc0 = torch.empty(B, H, dtype=cd)
-    if T:
+    if T and B and H:  # numba jobs need at least one (sequence, unit)
         args = (_np(act), _np(c.to(cd)), _np(_c0_or_zeros(c0, B, H, cd)),
                 dummy if dh is None else _np(dh.to(cd)), dummy if dc is None else _np(dc.to(cd)),
                 dh is not None, dc is not None, G, window, _block(B, H, _threads()),
@@ -289,7 +289,7 @@ def forget_mult_forward(f: Tensor, z: Tensor, c0: Tensor | None) -> Tensor:
     T, B, H = f.shape
     cd = compute_dtype(f.dtype)
     c = torch.empty(T, B, H, dtype=cd)
-    if T:
+    if T and B and H:  # numba jobs need at least one (sequence, unit)
         with _LAUNCH:
             _fm_fwd_kernel(_np(f.to(cd)), _np(z.to(cd)), _np(_c0_or_zeros(c0, B, H, cd)),
                            _block(B, H, _threads()), c.numpy())
@@ -302,7 +302,7 @@ def forget_mult_backward(f: Tensor, z: Tensor, c0: Tensor | None, c: Tensor,
     cd = c.dtype
     df, dz = torch.empty(T, B, H, dtype=cd), torch.empty(T, B, H, dtype=cd)
     dc0 = torch.zeros(B, H, dtype=cd)
-    if T:
+    if T and B and H:  # numba jobs need at least one (sequence, unit)
         with _LAUNCH:
             _fm_bwd_kernel(_np(f.to(cd)), _np(z.to(cd)), _np(_c0_or_zeros(c0, B, H, cd)),
                            _np(c), _np(dc.to(cd)), _block(B, H, _threads()),

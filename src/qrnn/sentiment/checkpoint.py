@@ -101,16 +101,27 @@ def resolve(path: Path) -> Path:
     )
 
 
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {what}. The checkpoint is damaged or incomplete: copy it "
+                           f"again, or train again.")
+
+
 def read_config(path: Path) -> dict:
     path = resolve(path)
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    if config.get("format") != FORMAT:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _damaged(path / "config.json", f"unreadable ({err})") from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{path / 'config.json'} is not a qrnn sentiment checkpoint")
     if config.get("version") != VERSION:
         raise CheckpointError(
             f"{path / 'config.json'} has checkpoint version {config.get('version')}; "
             f"this qrnn reads version {VERSION}"
         )
+    for key in ("model", "train"):
+        if not isinstance(config.get(key), dict):
+            raise _damaged(path / "config.json", f"no {key!r} section")
     return config
 
 
@@ -118,8 +129,20 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[SentimentCla
     """-> (model in eval mode, vocabulary, config dict). Needs nothing but the folder."""
     path = resolve(path)
     config = read_config(path)
-    model = SentimentClassifier(ModelConfig(**config["model"]))
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location))
+    try:
+        model = SentimentClassifier(ModelConfig(**config["model"]))
+    except (TypeError, ValueError) as err:
+        raise _damaged(path / "config.json", f"its model section is not valid ({err})") from err
+    try:
+        weights = load_file(str(path / "model.safetensors"), device=map_location)
+    except Exception as err:  # safetensors raises its own SafetensorError for damaged files
+        raise _damaged(path / "model.safetensors", f"unreadable ({err})") from err
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[1:2] or [str(err)[:200]]
+        raise _damaged(path / "model.safetensors",
+                       f"its weights do not fit config.json ({first[0].strip()})") from err
     model.eval()
     return model, Vocabulary.from_json(path / "vocab.json"), config
 

@@ -12,6 +12,16 @@ from pathlib import Path
 PAPER = "Bradbury et al., Quasi-Recurrent Neural Networks, ICLR 2017"
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -44,7 +54,8 @@ def _prepare_arguments(p: argparse.ArgumentParser) -> None:
                    help="words without a GloVe vector: their own random vector (random) or the "
                         "unknown index 0 (unk)")
     g.add_argument("--min-count", type=_positive_int, default=None,
-                   help="keep a word without a GloVe vector if seen this often in training")
+                   help="keep a word without a GloVe vector if seen this often in training "
+                        "(default: 2)")
     g.add_argument("--limit", type=_positive_int, default=None,
                    help="use only the first N reviews per label of each split (quick runs)")
 
@@ -63,8 +74,15 @@ def _run_prepare(args) -> "object":
 
 def cmd_prepare(args) -> int:
     prepared = _run_prepare(args)
+    m = prepared.meta
     print(f"prepared: {prepared.dir}")
-    print(json.dumps(prepared.meta.get("stats", prepared.meta), indent=2, sort_keys=True))
+    print(f"vocabulary: {m['vocab_size']:,} words x {m['dim']} dims ({m['glove_types']:,} from "
+          f"GloVe, {m['random_types']:,} random, lowercase={m['lowercase']}); GloVe covers "
+          f"{m['train_glove_token_coverage']:.2%} of training tokens")
+    for name, split in m["splits"].items():
+        print(f"{name}: {split['reviews']:,} reviews, {split['tokens']:,} tokens "
+              f"(mean length {split['length_mean']})")
+    print(f"details: {prepared.dir / 'meta.json'}")
     return 0
 
 
@@ -124,11 +142,20 @@ def cmd_evaluate(args) -> int:
 
 
 def _read_texts(args) -> list[str]:
+    """The texts to classify: arguments (each must be non-blank), else the non-blank lines of
+    --file or of standard input."""
     if args.texts:
+        for i, text in enumerate(args.texts, start=1):
+            if not text.strip():
+                raise ValueError(f"TEXT argument {i} is blank: nothing to classify")
         return list(args.texts)
-    stream = open(args.file, encoding="utf-8") if args.file else sys.stdin
-    with stream:
-        return [line.rstrip("\n") for line in stream if line.strip()]
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8") as stream:
+                return [line.rstrip("\n") for line in stream if line.strip()]
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--file {args.file}: not UTF-8 text ({err})") from err
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
 
 
 def cmd_predict(args) -> int:
@@ -146,7 +173,8 @@ def cmd_predict(args) -> int:
             print(json.dumps({"text": text, "label": label, "probability": prob,
                               "p_positive": p_pos}, ensure_ascii=False))
         else:
-            shown = text if len(text) <= 70 else text[:67] + "..."
+            shown = " ".join(text.split())  # one line, no tabs: the output stays tab-separated
+            shown = shown if len(shown) <= 70 else shown[:67] + "..."
             print(f"{label}\t{prob:.3f}\t{shown}")
     return 0
 
@@ -155,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qrnn", description=f"IMDB sentiment analysis with a QRNN ({PAPER}).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = {"formatter_class": _Help}
 
-    p = sub.add_parser("prepare", help="GloVe + IMDB -> vocabulary, embeddings, tokenised splits",
+    p = sub.add_parser("prepare", **fmt, help="GloVe + IMDB -> vocabulary, embeddings, tokenised splits",
                        description="Build the vocabulary (training split only), the embedding "
                                    "matrix and the tokenised splits; reused when inputs are unchanged.")
     _prepare_arguments(p)
@@ -165,34 +194,36 @@ def build_parser() -> argparse.ArgumentParser:
     from qrnn.sentiment.train import TrainConfig
 
     d = {f.name: f.default for f in fields(TrainConfig)}
-    p = sub.add_parser("train", help="train the paper's classifier (runs prepare if needed)",
+    p = sub.add_parser("train", **fmt, help="train the paper's classifier (runs prepare if needed)",
                        description="Train the densely connected 4-layer QRNN classifier; resumes "
                                    "from OUT/last when interrupted (Ctrl-C saves and exits).")
     _prepare_arguments(p)
     g = p.add_argument_group("training")
     g.add_argument("--out", type=Path, default=Path("runs/imdb"), help="run folder (default: runs/imdb)")
-    g.add_argument("--epochs", type=_positive_int, default=d["epochs"])
-    g.add_argument("--batch-size", type=_positive_int, default=d["batch_size"])
-    g.add_argument("--lr", type=float, default=d["lr"])
+    g.add_argument("--epochs", type=_positive_int, default=d["epochs"], help="epochs in all")
+    g.add_argument("--batch-size", type=_positive_int, default=d["batch_size"], help="reviews per batch")
+    g.add_argument("--lr", type=float, default=d["lr"], help="RMSprop learning rate")
     g.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="L2 on weight matrices")
     g.add_argument("--max-len", type=_positive_int, default=d["max_len"],
                    help="keep the last N tokens of longer reviews")
     g.add_argument("--valid-size", type=_positive_int, default=d["valid_size"],
                    help="training reviews held out for validation (stratified)")
-    g.add_argument("--seed", type=int, default=d["seed"])
+    g.add_argument("--seed", type=int, default=d["seed"],
+                   help="validation split, batch order, dropout and initialisation")
     g.add_argument("--freeze-embeddings", action="store_true", help="do not fine-tune GloVe")
     g.add_argument("--checkpoint-every", type=_positive_int, default=d["checkpoint_every"],
                    help="save a resumable checkpoint every N batches")
     g.add_argument("--restart", action="store_true", help="ignore OUT/last and start over")
     m = p.add_argument_group("model")
-    m.add_argument("--rnn", choices=["qrnn", "lstm"], default="qrnn")
-    m.add_argument("--layers", type=_positive_int, default=4)
-    m.add_argument("--hidden-size", type=_positive_int, default=256)
-    m.add_argument("--window", type=_positive_int, default=2)
-    m.add_argument("--dropout", type=float, default=0.3)
+    m.add_argument("--rnn", choices=["qrnn", "lstm"], default="qrnn",
+                   help="recurrent layers: QRNN, or nn.LSTM (the paper's baseline)")
+    m.add_argument("--layers", type=_positive_int, default=4, help="densely connected layers")
+    m.add_argument("--hidden-size", type=_positive_int, default=256, help="units per layer")
+    m.add_argument("--window", type=_positive_int, default=2, help="QRNN convolution width")
+    m.add_argument("--dropout", type=float, default=0.3, help="between layers and before the output")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy of a checkpoint on a split (default: test)",
+    p = sub.add_parser("evaluate", **fmt, help="accuracy of a checkpoint on a split (default: test)",
                        description="Accuracy, confusion matrix and speed on all reviews of a split.")
     p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/imdb/best")
     p.add_argument("--data", type=Path, default=None, metavar="DIR", help="as for prepare")
@@ -204,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="sentiment of texts (arguments, --file, or stdin)",
+    p = sub.add_parser("predict", **fmt, help="sentiment of texts (arguments, --file, or stdin)",
                        description="Label and probability for each text: the arguments, else "
                                    "each line of --file, else each line of standard input.")
     p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/imdb/best")
@@ -217,14 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    torch_threads = os.environ.get("QRNN_THREADS")
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(int(torch_threads))
     try:
+        threads = os.environ.get("QRNN_THREADS")
+        if threads:
+            if not threads.isdigit() or int(threads) < 1:
+                raise ValueError(f"QRNN_THREADS={threads!r}: must be a positive integer")
+            import torch
+
+            torch.set_num_threads(int(threads))
+        if getattr(args, "data", None) is not None and not args.data.exists():
+            raise FileNotFoundError(f"--data {args.data}: no such folder")
         return args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except KeyboardInterrupt:
+        print(f"qrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as exc:
+        # user-facing failures (missing or damaged files, bad options) as one line, no traceback
         print(f"qrnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -35,6 +35,7 @@ import io
 import math
 import sys
 import zipfile
+import zlib
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -156,7 +157,7 @@ def _parse_vector(fields: list[bytes], path: Path, lineno: int) -> np.ndarray:
         except ValueError:
             raise GloveFormatError(
                 f"{path}:{lineno}: value {i + 1} of the vector is {f[:40]!r}, not a number. The file is "
-                f"damaged or not a GloVe text file (or --glove-dim is wrong).") from None
+                f"damaged or not a GloVe text file.") from None
         if not math.isfinite(v):
             raise GloveFormatError(f"{path}:{lineno}: value {i + 1} of the vector is {v}: GloVe values "
                                    f"must be finite; the file is damaged.")
@@ -190,76 +191,85 @@ def read_glove(path: Path, wanted: Callable[[str], bool] | Collection[str] | Non
     D = dim
     from tqdm.auto import tqdm
 
-    with _open_lines(path) as (lines, counter, total), \
-            tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"read {path.name}",
-                 disable=not progress, file=sys.stderr) as bar:
-        reported = 0
-        for lineno, line in enumerate(lines, start=1):
-            stats.lines = lineno
-            if lineno % 65536 == 0:
-                bar.update(counter.count - reported)
-                reported = counter.count
-            line = line.rstrip(b"\r\n")
-            if line.endswith(b" "):  # some files end lines with a space after the last value
-                line = line.rstrip(b" ")
-            if not line.strip():
-                stats.skipped_empty += 1
-                continue
-            if D is None:
-                fields = line.split(b" ")
-                if lineno == 1 and len(fields) == 2 and all(f.isdigit() for f in fields):
-                    stats.header = True
+    lineno = 0
+    try:
+        with _open_lines(path) as (lines, counter, total), \
+                tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"read {path.name}",
+                     disable=not progress, file=sys.stderr) as bar:
+            reported = 0
+            for lineno, line in enumerate(lines, start=1):
+                stats.lines = lineno
+                if lineno % 65536 == 0:
+                    bar.update(counter.count - reported)
+                    reported = counter.count
+                line = line.rstrip(b"\r\n")
+                if line.endswith(b" "):  # some files end lines with a space after the last value
+                    line = line.rstrip(b" ")
+                if not line.strip():
+                    stats.skipped_empty += 1
                     continue
-                trailing = 0
-                for f in reversed(fields):
-                    if not _is_number(f):
-                        break
-                    trailing += 1
-                D = min(trailing, len(fields) - 1)
-                if D < 1:
-                    raise GloveFormatError(f"{path}:{lineno}: no numeric values on the first line: not a "
-                                           f"GloVe text file (format: 'token v1 ... vD').")
-            n_spaces = line.count(b" ")
-            if n_spaces == D:
-                cut = line.index(b" ")
-                token_b, rest = line[:cut], None
-            elif n_spaces > D:
-                fields = line.split(b" ")
-                token_fields, rest = fields[:-D], fields[-D:]
-                if _is_number(token_fields[-1]):
-                    stats.skipped_ambiguous += 1
-                    if len(stats.ambiguous_lines) < 20:
-                        stats.ambiguous_lines.append(lineno)
-                    if stats.skipped_ambiguous > MAX_AMBIGUOUS:
-                        raise GloveFormatError(
-                            f"{path}:{lineno}: {len(fields)} fields where {D + 1} were expected and "
-                            f"the part before the last {D} values ends in a number "
-                            f"({token_fields[-1][:40]!r}), on more than {MAX_AMBIGUOUS} lines "
-                            f"(first: {stats.ambiguous_lines[:5]}): the vectors are longer than {D}? "
-                            f"Pass the right dimension (dim=) or fix the file.")
+                if D is None:
+                    fields = line.split(b" ")
+                    if lineno == 1 and len(fields) == 2 and all(f.isdigit() for f in fields):
+                        stats.header = True
+                        continue
+                    trailing = 0
+                    for f in reversed(fields):
+                        if not _is_number(f):
+                            break
+                        trailing += 1
+                    D = min(trailing, len(fields) - 1)
+                    if D < 1:
+                        raise GloveFormatError(f"{path}:{lineno}: no numeric values on the first line: not a "
+                                               f"GloVe text file (format: 'token v1 ... vD').")
+                n_spaces = line.count(b" ")
+                if n_spaces == D:
+                    cut = line.index(b" ")
+                    token_b, rest = line[:cut], None
+                elif n_spaces > D:
+                    fields = line.split(b" ")
+                    token_fields, rest = fields[:-D], fields[-D:]
+                    if _is_number(token_fields[-1]):
+                        stats.skipped_ambiguous += 1
+                        if len(stats.ambiguous_lines) < 20:
+                            stats.ambiguous_lines.append(lineno)
+                        if stats.skipped_ambiguous > MAX_AMBIGUOUS:
+                            raise GloveFormatError(
+                                f"{path}:{lineno}: {len(fields)} fields where {D + 1} were expected and "
+                                f"the part before the last {D} values ends in a number "
+                                f"({token_fields[-1][:40]!r}), on more than {MAX_AMBIGUOUS} lines "
+                                f"(first: {stats.ambiguous_lines[:5]}): the vectors are longer than {D}? "
+                                f"Pass the right dimension (dim=) or fix the file.")
+                        continue
+                    token_b = b" ".join(token_fields)
+                else:
+                    raise GloveFormatError(
+                        f"{path}:{lineno}: {n_spaces + 1} fields, expected a token and {D} values. The file is "
+                        f"truncated or damaged, or its dimension is not {D} (it is read from the first line, "
+                        f"unusual).")
+                try:
+                    token = token_b.decode("utf-8")
+                except UnicodeDecodeError:
+                    stats.skipped_bad_utf8 += 1
+                    if len(stats.bad_utf8_lines) < 20:
+                        stats.bad_utf8_lines.append(lineno)
                     continue
-                token_b = b" ".join(token_fields)
-            else:
-                raise GloveFormatError(
-                    f"{path}:{lineno}: {n_spaces + 1} fields, expected a token and {D} values. The file is "
-                    f"truncated or damaged, or its dimension is not {D} (pass dim= if the first line is "
-                    f"unusual).")
-            try:
-                token = token_b.decode("utf-8")
-            except UnicodeDecodeError:
-                stats.skipped_bad_utf8 += 1
-                if len(stats.bad_utf8_lines) < 20:
-                    stats.bad_utf8_lines.append(lineno)
-                continue
-            if not keep(token):
-                continue
-            if token in vectors:
-                stats.duplicates += 1
-                continue
-            if rest is None:
-                rest = line[cut + 1:].split(b" ")
-            vectors[token] = _parse_vector(rest, path, lineno)
-        bar.update(counter.count - reported)
+                if not keep(token):
+                    continue
+                if token in vectors:
+                    stats.duplicates += 1
+                    continue
+                if rest is None:
+                    rest = line[cut + 1:].split(b" ")
+                vectors[token] = _parse_vector(rest, path, lineno)
+            bar.update(counter.count - reported)
+    except (EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile) as err:
+        raise GloveFormatError(
+            f"{path}: the file is truncated or damaged after line {lineno:,} "
+            f"({type(err).__name__}: {err}). Download it again ({GLOVE_URL}).") from err
+    if D is None:
+        raise GloveFormatError(f"{path}: no vectors in the file (it is empty or blank). Pass a GloVe "
+                               f"file ({GLOVE_URL}) with --glove.")
     stats.dim = D or 0
     stats.kept = len(vectors)
     return vectors, stats

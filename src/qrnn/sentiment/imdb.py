@@ -17,7 +17,9 @@ Layout (archive members carry an ``aclImdb/`` prefix; paths below are relative t
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import lzma
 import os
 import re
 import shutil
@@ -26,6 +28,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -93,8 +96,8 @@ def _not_found_message(data_dir: Path, reason: str) -> str:
         f"IMDB data not found in {data_dir} ({reason}).\n"
         f"Expected there either the archive '{ARCHIVE_NAME}' or its extracted folder "
         f"'{FOLDER_NAME}/' (containing train/ and test/).\n"
-        f"To use a local copy, put it in a folder DIR and pass --data DIR (or set QRNN_DATA=DIR, or "
-        f"call with data_dir=DIR). To download it yourself: {IMDB_URL}"
+        f"To use a local copy, put it in a folder DIR and pass --data DIR (or set QRNN_DATA=DIR). "
+        f"To download it yourself: {IMDB_URL}"
     )
 
 
@@ -127,6 +130,7 @@ def find_imdb(data_dir: Path, *, download: bool = True, url: str = IMDB_URL,
         return archive
     if not download:
         raise ImdbNotFoundError(_not_found_message(data_dir, "download disabled"))
+    created = not data_dir.exists()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -134,6 +138,8 @@ def find_imdb(data_dir: Path, *, download: bool = True, url: str = IMDB_URL,
     try:
         download_file(url, archive, sha256=sha256, progress=progress)
     except (urllib.error.URLError, OSError) as err:
+        if created:  # a mistyped --data leaves no stray folder behind
+            shutil.rmtree(data_dir, ignore_errors=True)
         raise ImdbNotFoundError(
             _not_found_message(data_dir, f"download from {url} failed: {err}")) from err
     return archive
@@ -288,19 +294,26 @@ def read_splits(source: Path, splits: Iterable[str] = ("train", "test"), *,
                 if entry.is_file():
                     add((top, lab, entry.name), where, lambda p=entry.path: Path(p).read_bytes())
     elif source.is_file():
-        for name, tar, member in _iter_archive(source, progress):
-            parts = _relative(name)
-            if parts is None or len(parts) != 3:
-                continue
-            where = f"{source}: member {name}"
-            if _classify(parts, wanted) is None:
-                continue
-            if member.issym() or member.islnk():
-                raise UnsafeArchiveError(f"{where}: is a link (to '{member.linkname}'); reviews must be "
-                                         f"regular files: refusing this archive.")
-            if not member.isfile():
-                continue
-            add(parts, where, lambda m=member, t=tar: t.extractfile(m).read())
+        try:
+            for name, tar, member in _iter_archive(source, progress):
+                parts = _relative(name)
+                if parts is None or len(parts) != 3:
+                    continue
+                where = f"{source}: member {name}"
+                if _classify(parts, wanted) is None:
+                    continue
+                if member.issym() or member.islnk():
+                    raise UnsafeArchiveError(f"{where}: is a link (to '{member.linkname}'); reviews "
+                                             f"must be regular files: refusing this archive.")
+                if not member.isfile():
+                    continue
+                add(parts, where, lambda m=member, t=tar: t.extractfile(m).read())
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as err:
+            counts = ", ".join(f"{s}: {len(found[s]):,}" for s in splits)
+            raise ImdbFormatError(
+                f"{source}: the archive is truncated or damaged ({type(err).__name__}: {err}); "
+                f"reviews read before the damage: {counts}. Download it again ({IMDB_URL}) or "
+                f"pass a complete copy with --data DIR.") from err
     else:
         raise ImdbNotFoundError(f"{source}: no such file or folder. Pass the aclImdb_v1.tar.gz archive or "
                                 f"the extracted aclImdb/ folder (see find_imdb).")

@@ -168,7 +168,9 @@ def make_optimizer(model: SentimentClassifier, cfg: TrainConfig) -> torch.optim.
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if name.endswith("weight") and not name.startswith("embedding") else plain).append(p)
+        # weight matrices (QRNN `layers.*.weight`, LSTM `weight_ih/hh_l0`, head): not biases,
+        # not the GloVe-initialised embeddings
+        (decay if p.dim() >= 2 and not name.startswith("embedding") else plain).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": plain, "weight_decay": 0.0}]
     return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps)
@@ -269,10 +271,15 @@ def train(prepared, out_dir: Path, model_cfg: ModelConfig | None = None,
     if not restart and (last.exists() or last.with_name("last.old").exists()):
         saved = read_config(last)
         # Everything but the number of epochs must match (a finished run may be extended).
-        if saved["model"] != model_cfg.to_dict() or _without_epochs(saved["train"]) != _without_epochs(asdict(cfg)):
+        differ = [f"{k} (run: {old!r}, now: {new!r})" for section, now_cfg in
+                  (("model", model_cfg.to_dict()), ("train", _without_epochs(asdict(cfg))))
+                  for k, new in now_cfg.items()
+                  if (old := saved[section].get(k, "missing")) != new and k != "epochs"]
+        if differ:
             raise ValueError(
-                f"{out_dir} holds a run with a different configuration; resume it with the same "
-                f"options, or pass --restart to start over, or choose another --out"
+                f"{out_dir} holds a run with a different configuration: {', '.join(differ)}. "
+                f"Resume it with the same options, or pass --restart to start over, or choose "
+                f"another --out"
             )
         from safetensors.torch import load_file
 
@@ -280,7 +287,11 @@ def train(prepared, out_dir: Path, model_cfg: ModelConfig | None = None,
         state = load_training_state(last, optimizer)
         epoch, batch_pos = state["epoch"], state["batch"]
         history, best_acc = state["history"], state["best_valid_accuracy"]
-        log(f"resuming {out_dir} at epoch {epoch + 1}, batch {batch_pos}")
+        if epoch >= cfg.epochs:
+            log(f"{out_dir} has already trained {epoch} epochs (--epochs {cfg.epochs}); "
+                f"raise --epochs to train more")
+        else:
+            log(f"resuming {out_dir} at epoch {epoch + 1}, batch {batch_pos}")
 
     # The logs are rewritten from the checkpoint's position, so replayed batches are not doubled.
     steps_path = out_dir / "steps.jsonl"
