@@ -7,6 +7,10 @@ DATA   ?= $(if $(wildcard ../shared/data/aclImdb_v1.tar.gz),../shared/data,$(QRN
 OUT    ?= runs/imdb
 EPOCHS ?= 2
 DATA_FLAG = $(if $(DATA),--data $(DATA),)
+# Extra pip arguments for torch. This project's machines serve torch==2.13.0 as a CPU build; on
+# stock PyPI (Linux) it is a CUDA build, so elsewhere use
+#   make train TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
 
 .PHONY: setup train evaluate test bench clean
 
@@ -15,7 +19,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade --quiet pip
-	$(VENV)/bin/pip install --quiet torch==2.13.0 -e '.[test]'
+	$(VENV)/bin/pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
 train: setup

@@ -237,3 +237,12 @@ def test_real_data_smoke(shared_data, tmp_path):
     for word in ("a", "i", "n't"):
         assert p.vocab.index(word) != UNK and np.any(p.embeddings[p.vocab.index(word)] != 0)
     assert 0.85 < p.meta["train_glove_token_coverage"] < 1.0
+
+
+def test_damaged_cache_folder_is_rebuilt(imdb_tar_dir, tmp_path):
+    cache = tmp_path / "cache"
+    first = run(imdb_tar_dir, cache)
+    (first.dir / "train.ids.npy").unlink()
+    again = run(imdb_tar_dir, cache)
+    assert not again.reused and again.dir == first.dir
+    assert len(again.split("train")) == len(first.split("train"))

@@ -134,6 +134,11 @@ def load_prepared(path: Path) -> PreparedData:
     if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[0] != len(vocab):
         raise ValueError(f"{path / 'embeddings.npy'}: expected float32 ({len(vocab)}, D), got "
                          f"{emb.dtype} {emb.shape}; delete {path} and run prepare again.")
+    missing = [f"{name}.{kind}.npy" for name in SPLIT_NAMES for kind in ("ids", "offsets", "labels")
+               if not (path / f"{name}.{kind}.npy").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path}: incomplete, missing {', '.join(missing)}; delete it and "
+                                f"run prepare again.")
     return PreparedData(dir=path, vocab=vocab, embeddings=emb, meta=meta)
 
 
