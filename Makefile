@@ -5,7 +5,7 @@ VENV   ?= .venv
 # Data: the project's shared copy when it is there, else $QRNN_DATA / the per-user cache folder.
 DATA   ?= $(if $(wildcard ../shared/data/aclImdb_v1.tar.gz),../shared/data,$(QRNN_DATA))
 OUT    ?= runs/imdb
-EPOCHS ?= 2
+EPOCHS ?= 3
 DATA_FLAG = $(if $(DATA),--data $(DATA),)
 # Extra pip arguments for torch. This project's machines serve torch==2.13.0 as a CPU build; on
 # stock PyPI (Linux) it is a CUDA build, so elsewhere use
