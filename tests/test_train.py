@@ -213,3 +213,15 @@ def test_l2_applies_to_every_weight_matrix_and_nothing_else(rnn):
     # every recurrent weight matrix (QRNN layers.*.weight, LSTM weight_ih/hh_l0) is decayed
     expected = 2 if rnn == "qrnn" else 4
     assert len([n for n in decayed if n.startswith("rnn.")]) == expected
+
+
+def test_checkpoint_files_are_readable_like_any_new_file(tmp_path):
+    import stat
+
+    from qrnn.sentiment.vocab import current_umask
+
+    model = SentimentClassifier(ModelConfig(**_TINY_MODEL))
+    vocab = Vocabulary(["<unk>"] + [f"w{i}" for i in range(1, 20)], lowercase=True)
+    path = save_checkpoint(tmp_path / "ckpt", model, vocab, {"train": {"max_len": 12}})
+    for f in path.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~current_umask(), f.name

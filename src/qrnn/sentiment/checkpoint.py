@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qrnn.sentiment.model import ModelConfig, SentimentClassifier
-from qrnn.sentiment.vocab import Vocabulary
+from qrnn.sentiment.vocab import Vocabulary, current_umask
 
 FORMAT = "qrnn-sentiment-checkpoint"
 VERSION = 1
@@ -79,6 +79,7 @@ def save_checkpoint(path: Path, model: SentimentClassifier, vocab: Vocabulary, e
     for f in tmp.iterdir():  # make the contents durable before the rename publishes them
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(f, 0o666 & ~current_umask())  # a copied checkpoint stays readable by others
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
         path.rename(old)

@@ -52,7 +52,7 @@ from qrnn.sentiment.glove import detect_case, find_glove, read_glove
 from qrnn.sentiment.imdb import FOLDER_NAME, Expected, Review, find_imdb, read_splits
 from qrnn.sentiment.paths import default_cache_dir
 from qrnn.sentiment.text import tokenize
-from qrnn.sentiment.vocab import UNK, UNK_TOKEN, Vocabulary, atomic_write_text
+from qrnn.sentiment.vocab import UNK, UNK_TOKEN, Vocabulary, atomic_write_text, current_umask
 
 # Bump whenever the output of prepare changes for the same inputs (tokenizer, vocab rules, format).
 PREPARE_VERSION = 2  # 2: GloVe lines whose token part ends in a number are skipped, not an error
@@ -278,6 +278,7 @@ def prepare(data_dir: Path, glove: Path | None = None, cache_dir: Path | None = 
                       limit=limit, seed=seed, expected=expected, progress=progress)
         meta.update(key=key, inputs=inputs, seconds=round(time.perf_counter() - t0, 2))
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: a shared cache stays readable
         try:
             os.rename(tmp, out)
         except OSError:
