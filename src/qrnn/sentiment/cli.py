@@ -112,7 +112,6 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     import numpy as np
-    import torch
 
     from qrnn.sentiment.checkpoint import load_checkpoint
     from qrnn.sentiment.imdb import find_imdb, read_split
@@ -126,7 +125,6 @@ def cmd_evaluate(args) -> int:
         reviews = [r for label in (0, 1) for r in [r for r in reviews if r.label == label][: args.limit]]
     ids = [np.asarray(vocab.encode(r.text), dtype=np.int64) for r in reviews]
     labels = np.array([r.label for r in reviews])
-    torch.set_grad_enabled(False)
     result = evaluate_reviews(model, ids, labels, config["train"]["max_len"],
                               batch_size=args.batch_size, progress=not args.json,
                               desc=f"evaluate {args.split}")

@@ -285,7 +285,7 @@ def train(prepared, out_dir: Path, model_cfg: ModelConfig | None = None,
 
         model.load_state_dict(load_file(str(resolve(last) / "model.safetensors")))
         state = load_training_state(last, optimizer)
-        epoch, batch_pos = state["epoch"], state["batch"]
+        epoch, batch_pos, resumed_running = state["epoch"], state["batch"], state["running"]
         history, best_acc = state["history"], state["best_valid_accuracy"]
         if epoch >= cfg.epochs:
             log(f"{out_dir} has already trained {epoch} epochs (--epochs {cfg.epochs}); "
@@ -309,8 +309,8 @@ def train(prepared, out_dir: Path, model_cfg: ModelConfig | None = None,
         while epoch < cfg.epochs:
             batches = epoch_batches(train_idx, lengths, cfg.batch_size, cfg.seed, epoch, cfg.bucket)
             running = {"loss_sum": 0.0, "correct": 0, "n": 0, "seconds": 0.0}
-            if batch_pos:
-                running = _load_running(last)
+            if batch_pos:  # the interrupted epoch's running sums, from the checkpoint
+                running = resumed_running
             bar = tqdm(total=len(train_idx), unit="review", desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        initial=sum(len(b) for b in batches[:batch_pos]), disable=not progress,
                        dynamic_ncols=True)
@@ -379,8 +379,3 @@ def train(prepared, out_dir: Path, model_cfg: ModelConfig | None = None,
 
 def _without_epochs(train_config: dict) -> dict:
     return {k: v for k, v in train_config.items() if k != "epochs"}
-
-
-def _load_running(last: Path) -> dict:
-    state = json.loads((resolve(last) / "state.json").read_text(encoding="utf-8"))
-    return state["running"]
