@@ -59,6 +59,13 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+@njit(inline="always", cache=True)
+def _job(job, nblk, blk, H):  # pragma: no cover (compiled)
+    """Job `job` of B * nblk: sequence b, hidden units [h0, h1) (blocks of `blk` units)."""
+    h0 = (job % nblk) * blk
+    return job // nblk, h0, min(H, h0 + blk)
+
+
 @njit(**_JIT)
 def _taps_kernel(y, bias, K, H, act):  # pragma: no cover (compiled)
     """act[t] = bias + sum_k y[K-1+t-k, :, tap k], with the z block doubled (see pool_forward)."""
@@ -83,9 +90,7 @@ def _pool_fwd_kernel(act, c0, G, blk, h_out, c_out):  # pragma: no cover (compil
     H = c0.shape[1]
     nblk = (H + blk - 1) // blk
     for job in prange(B * nblk):
-        b = job // nblk
-        h0 = (job % nblk) * blk
-        h1 = min(H, h0 + blk)
+        b, h0, h1 = _job(job, nblk, blk, H)
         n = h1 - h0
         cell = np.empty(n, act.dtype)
         for j in range(n):
@@ -119,9 +124,7 @@ def _pool_bwd_kernel(act, c, c0, dh, dc, has_dh, has_dc, G, K, blk,
     H = c0.shape[1]
     nblk = (H + blk - 1) // blk
     for job in prange(B * nblk):
-        b = job // nblk
-        h0 = (job % nblk) * blk
-        h1 = min(H, h0 + blk)
+        b, h0, h1 = _job(job, nblk, blk, H)
         n = h1 - h0
         running = np.zeros(n, act.dtype)  # gradient reaching c_t from c_{t+1}
         total = np.empty(n, act.dtype)    # dc~_t
@@ -188,9 +191,7 @@ def _fm_fwd_kernel(f, z, c0, blk, c_out):  # pragma: no cover (compiled)
     T, B, H = f.shape
     nblk = (H + blk - 1) // blk
     for job in prange(B * nblk):
-        b = job // nblk
-        h0 = (job % nblk) * blk
-        h1 = min(H, h0 + blk)
+        b, h0, h1 = _job(job, nblk, blk, H)
         n = h1 - h0
         cell = np.empty(n, f.dtype)
         for j in range(n):
@@ -209,9 +210,7 @@ def _fm_bwd_kernel(f, z, c0, c, dc, blk, df, dz, dc0_out):  # pragma: no cover (
     T, B, H = f.shape
     nblk = (H + blk - 1) // blk
     for job in prange(B * nblk):
-        b = job // nblk
-        h0 = (job % nblk) * blk
-        h1 = min(H, h0 + blk)
+        b, h0, h1 = _job(job, nblk, blk, H)
         n = h1 - h0
         running = np.zeros(n, f.dtype)
         for t in range(T - 1, -1, -1):

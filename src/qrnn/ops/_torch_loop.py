@@ -107,13 +107,7 @@ def pool_backward(act: Tensor, c: Tensor, c0: Tensor | None, dh: Tensor | None,
     direct = torch.zeros(T, B, H, dtype=cd, device=act.device) if dc is None else dc.to(cd)
     if o is not None and dh is not None:
         direct = direct + o * dh.to(cd)
-    dc_total = torch.empty_like(direct)  # (T, B, H)
-    running = act.new_zeros(B, H)
-    for t in range(T - 1, -1, -1):
-        running = torch.add(direct[t], running, out=dc_total[t])
-        running = running * f[t]
-    c0_ = act.new_zeros(B, H) if c0 is None else c0.to(cd)
-    c_before = torch.cat([c0_.unsqueeze(0), c[:-1]])  # (T, B, H): c_{t-1}
+    dc_total, running, c_before = _cell_gradients(direct, f, c, c0)
     dpre = torch.empty_like(act)
     if pooling == "ifo":
         i = act[:, :, 3 * H:]
@@ -129,6 +123,25 @@ def pool_backward(act: Tensor, c: Tensor, c0: Tensor | None, dh: Tensor | None,
     dy, dbias = activation_grads_to_taps(dpre, window, has_bias)
     dc0 = None if c0 is None else running
     return dy, dbias, dc0
+
+
+def _cell_gradients(direct: Tensor, f: Tensor, c: Tensor,
+                    c0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward time loop shared by both ops (all (T, B, H) in the compute dtype).
+
+    direct: gradient given to each c_t; f: forget gates; c: cells; c0: (B, H) or None.
+    Returns dc_total (T, B, H), the total gradient reaching each c_t (dc_t = direct_t +
+    f_{t+1} dc_{t+1}); f_1 * dc_1 (B, H), the gradient of c0; and c_{t-1} (T, B, H).
+    """
+    T, B, H = c.shape
+    dc_total = torch.empty_like(direct)
+    running = c.new_zeros(B, H)
+    for t in range(T - 1, -1, -1):
+        running = torch.add(direct[t], running, out=dc_total[t])
+        running = running * f[t]
+    c0_ = c.new_zeros(B, H) if c0 is None else c0.to(c.dtype)
+    c_before = torch.cat([c0_.unsqueeze(0), c[:-1]])  # (T, B, H): c_{t-1}
+    return dc_total, running, c_before
 
 
 def forget_mult_forward(f: Tensor, z: Tensor, c0: Tensor | None) -> Tensor:
@@ -147,13 +160,7 @@ def forget_mult_backward(f: Tensor, z: Tensor, c0: Tensor | None, c: Tensor,
     T, B, H = f.shape
     cd = c.dtype
     f, z, dc = f.to(cd), z.to(cd), dc.to(cd)
-    dc_total = torch.empty_like(c)  # (T, B, H)
-    running = c.new_zeros(B, H)
-    for t in range(T - 1, -1, -1):
-        running = torch.add(dc[t], running, out=dc_total[t])
-        running = running * f[t]
-    c0_ = c.new_zeros(B, H) if c0 is None else c0.to(cd)
-    c_before = torch.cat([c0_.unsqueeze(0), c[:-1]])  # (T, B, H): c_{t-1}
+    dc_total, running, c_before = _cell_gradients(dc, f, c, c0)
     df = dc_total * (c_before - z)
     dz = dc_total * (1 - f)
     return df, dz, None if c0 is None else running
