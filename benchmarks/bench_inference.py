@@ -4,8 +4,9 @@ Contenders, measured side by side under `torch.inference_mode()`, eval mode, flo
     qrnn          SentimentClassifier(rnn="qrnn"): embeddings, 4 densely connected QRNN layers
                   of 256, head
     lstm          the same classifier built from nn.LSTM layers (rnn="lstm")
-    qrnn matmuls  only the QRNN classifier's matrix products: each layer's F.linear over its
-                  k-1+T input rows and the head (the floor the QRNN can approach)
+    qrnn matmuls  only the QRNN classifier's matrix products: each layer's convolution
+                  (`causal_conv`, k products) and the head (the floor the QRNN can approach)
+Contenders are timed interleaved (`common.compare`).
 
     .venv/bin/python benchmarks/bench_inference.py [--tokens 230] [--vocab 20000]
 """
@@ -15,9 +16,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.nn import functional as F
 
-from common import machine, table, timeit
+from common import compare, machine, table
+from qrnn.ops import causal_conv
 from qrnn.sentiment.model import ModelConfig, SentimentClassifier
 
 
@@ -34,21 +35,20 @@ def main() -> None:
               for rnn in ("qrnn", "lstm")}
     qrnn = models["qrnn"]
     layers = qrnn.rnn.layers
-    # inputs of each layer's matrix product: (k-1+T, 1, I_l), I_l = E + l*H (dense)
-    xs = [torch.randn(layer.window - 1 + T, 1, layer.input_size) for layer in layers]
+    # inputs of each layer's convolution: (T, 1, I_l), I_l = E + l*H (dense)
+    xs = [torch.randn(T, 1, layer.input_size) for layer in layers]
     head_in = torch.randn(1, qrnn.head.in_features)
 
     def matmuls():
         for layer, x in zip(layers, xs):
-            F.linear(x, layer.weight)
+            causal_conv(x, layer.weight, None, layer.window)
         qrnn.head(head_in)
 
     with torch.inference_mode():
         logits = {rnn: m(ids, lengths) for rnn, m in models.items()}
         assert all(torch.isfinite(v).all() for v in logits.values())
-        times = {rnn: timeit(lambda m=m: m(ids, lengths), repeat=50, warmup=5)
-                 for rnn, m in models.items()}
-        times["matmul"] = timeit(matmuls, repeat=50, warmup=5)
+        fns = {rnn: (lambda m=m: m(ids, lengths)) for rnn, m in models.items()}
+        times = compare({**fns, "matmul": matmuls}, repeat=60, warmup=5)
     rows = [["QRNN classifier", times["qrnn"] * 1e3, 1.0, times["qrnn"] / times["matmul"]],
             ["LSTM classifier", times["lstm"] * 1e3, times["lstm"] / times["qrnn"], ""],
             ["QRNN matmuls only", times["matmul"] * 1e3, "", 1.0]]

@@ -2,11 +2,13 @@
 
 Contenders, measured side by side:
     lstm          nn.LSTM(I, H), output (T, B, H)
-    qrnn layer    `QRNNLayer` as the repo ships it: one matrix product + `qrnn_conv_pool` (tap
-                  sum, bias, activations and pooling in one op) on the default CPU backend (numba)
+    qrnn layer    `QRNNLayer` as the repo ships it: the convolution's k matrix products
+                  (`causal_conv`) + `qrnn_conv_pool` (bias, activations and pooling in one op)
+                  on the default CPU backend (numba)
     python loop   the same layer with the op's "python" backend (a time loop of torch ops with a
                   hand-written backward): the baseline the kernels replace
-    matmul floor  the layer's matrix product alone, F.linear over the k-1+T rows, fwd + bwd
+    matmul floor  the layer's matrix products alone (`causal_conv`), forward + backward
+Contenders are timed interleaved (`common.compare`), so a slow spell hits all of them alike.
 Each gets a random upstream gradient on its output (T, B, H) and computes the gradients of the
 input and of every parameter (`torch.autograd.grad`, so nothing accumulates into `.grad`). Shapes: the paper's (B=24, T=400,
 I=300, H=256), then a sweep over T at B=24 and over B at T=400.
@@ -22,9 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common import machine, table, timeit
+from common import compare, machine, table
 from qrnn.modules.qrnn import QRNNLayer
-from qrnn.ops import qrnn_conv_pool
+from qrnn.ops import causal_conv, qrnn_conv_pool
 
 
 def measure(T: int, B: int, I: int, H: int, window: int = 2) -> dict[str, float]:
@@ -34,7 +36,6 @@ def measure(T: int, B: int, I: int, H: int, window: int = 2) -> dict[str, float]
     lstm = nn.LSTM(I, H)
     layer = QRNNLayer(I, H, window=window, pooling="fo")
     weight, bias = layer.weight, layer.bias
-    context = torch.zeros(window - 1, B, I)
 
     def run_lstm():
         out, _ = lstm(x)
@@ -45,18 +46,18 @@ def measure(T: int, B: int, I: int, H: int, window: int = 2) -> dict[str, float]
         torch.autograd.grad(h, [x, weight, bias], grad)
 
     def run_fused():  # the layer's own computation, on the python-loop backend
-        y = F.linear(torch.cat([context, x]), weight)  # (k-1+T, B, k*3H)
-        h, _ = qrnn_conv_pool(y, bias, None, "fo", window, backend="python")
+        gates = causal_conv(x, weight, None, window)  # (T, B, 3H)
+        h, _ = qrnn_conv_pool(gates, bias, None, "fo", 1, backend="python")
         torch.autograd.grad(h, [x, weight, bias], grad)
 
-    y_grad = torch.randn(T + window - 1, B, weight.shape[0])
+    gates_grad = torch.randn(T, B, weight.shape[0] // window)
 
     def run_matmul():
-        y = F.linear(torch.cat([context, x]), weight)
-        torch.autograd.grad(y, [x, weight], y_grad)
+        gates = causal_conv(x, weight, None, window)
+        torch.autograd.grad(gates, [x, weight], gates_grad)
 
-    return {name: timeit(fn, repeat=5) for name, fn in (
-        ("lstm", run_lstm), ("layer", run_layer), ("fused", run_fused), ("matmul", run_matmul))}
+    return compare({"lstm": run_lstm, "layer": run_layer, "fused": run_fused,
+                    "matmul": run_matmul})
 
 
 def main() -> None:

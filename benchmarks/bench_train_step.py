@@ -14,7 +14,7 @@ import argparse
 import torch
 from torch.nn import functional as F
 
-from common import machine, table, timeit
+from common import compare, machine, table
 from qrnn.sentiment.model import ModelConfig, SentimentClassifier
 
 
@@ -30,18 +30,19 @@ def main() -> None:
     lengths[0] = T
     ids = torch.randint(1, args.vocab, (B, T)) * (torch.arange(T) < lengths[:, None])
     labels = torch.randint(0, 2, (B,)).float()
-    times = {}
+    steps = {}
     for rnn in ("qrnn", "lstm"):
         model = SentimentClassifier(ModelConfig(vocab_size=args.vocab, rnn=rnn)).train()
         opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
 
-        def step():
+        def step(model=model, opt=opt):
             opt.zero_grad(set_to_none=True)
             loss = F.binary_cross_entropy_with_logits(model(ids, lengths), labels)
             loss.backward()
             opt.step()
 
-        times[rnn] = timeit(step, repeat=5, warmup=2)
+        steps[rnn] = step
+    times = compare(steps, repeat=7, warmup=2, budget_s=90)  # interleaved, see common.compare
     rows = [[rnn.upper(), times[rnn] * 1e3, B / times[rnn], times["lstm"] / times[rnn]]
             for rnn in ("qrnn", "lstm")]
     print(f"## Training step, batch {B}, T={T} (lengths in [{T // 2}, {T}]), 4 dense layers of "

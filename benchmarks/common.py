@@ -61,6 +61,27 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 2,
     return statistics.median(times)
 
 
+def compare(fns: dict[str, Callable[[], object]], repeat: int = 7, warmup: int = 2,
+            budget_s: float = 60.0) -> dict[str, float]:
+    """Median wall-clock seconds of each fn, timed *interleaved*: every round runs each
+    contender once, in turn, so a slow spell of a shared machine hits all of them alike (timing
+    them one after another let such spells land on one contender). Fewer rounds if one round
+    is long, so that the whole comparison stays within about `budget_s`."""
+    for _ in range(warmup):
+        start = time.perf_counter()
+        for fn in fns.values():
+            fn()
+        round_s = time.perf_counter() - start
+    repeat = max(3, min(repeat, int(budget_s / max(round_s, 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def copy_bandwidth(mib: int = 512) -> float:
     """Bytes per second moved (read + write) by copying a large float32 tensor."""
     src = torch.randn(mib * 2**18)

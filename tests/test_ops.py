@@ -27,19 +27,34 @@ import warnings
 import pytest
 import torch
 
-from qrnn.ops import (GATES, BackendUnavailableError, forget_mult, forget_mult_ref,
+from qrnn.ops import (GATES, BackendUnavailableError, causal_conv, causal_conv_ref,
+                      forget_mult, forget_mult_ref,
                       qrnn_conv_pool, qrnn_conv_pool_ref, qrnn_pool, qrnn_pool_ref)
 from qrnn.ops import backends
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CUDA = torch.cuda.is_available()
-CPU_BACKENDS = ["python", "numba"] + (["triton"] if HAS_TRITON else [])
+# "numba" runs the kernels' serial compilation on every shape, "numba-parallel" their parallel
+# one (in use they switch at `_numba_cpu.SERIAL_WORK`); see the `backend` fixture.
+CPU_BACKENDS = ["python", "numba", "numba-parallel"] + (["triton"] if HAS_TRITON else [])
 # |fast - ref| <= atol + rtol * (|ref| + max|ref|), ref computed in float64 from the same inputs.
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (2e-5, 2e-5),
        torch.bfloat16: (2e-2, 2e-2), torch.float16: (4e-3, 4e-3)}
 
 # (T, B, H): lengths 1, 2, odd; batch 1 and odd; odd widths
 SHAPES = [(1, 1, 1), (2, 3, 5), (7, 1, 33), (17, 5, 7), (33, 2, 64)]
+
+
+@pytest.fixture
+def backend(request, monkeypatch):
+    """The backend name a test passes to the ops; parametrized indirectly by CPU_BACKENDS."""
+    name = request.param
+    if name.startswith("numba"):
+        from qrnn.ops import _numba_cpu
+
+        monkeypatch.setattr(_numba_cpu, "SERIAL_WORK", 0 if name == "numba-parallel" else 2**62)
+        return "numba"
+    return name
 
 
 def _triton_ok(backend: str, T: int, B: int, H: int) -> bool:
@@ -113,7 +128,7 @@ def _check_pool(backend, pooling, T, B, H, window, dtype, with_c0, with_bias, st
         _assert_close(name, g, w, dtype)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
 @pytest.mark.parametrize("T,B,H", SHAPES)
 @pytest.mark.parametrize("with_c0", [False, True])
@@ -124,7 +139,7 @@ def test_qrnn_pool_matches_reference(backend, pooling, T, B, H, with_c0):
         _check_pool(backend, pooling, T, B, H, 1, dtype, with_c0, False, strided=False)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
 @pytest.mark.parametrize("window", [1, 2, 3])
 @pytest.mark.parametrize("T,B,H", [(1, 2, 3), (2, 1, 4), (9, 3, 17)])
@@ -133,7 +148,7 @@ def test_qrnn_conv_pool_matches_reference(backend, pooling, window, T, B, H):
     _check_pool(backend, pooling, T, B, H, window, torch.float32, False, True, strided=True)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
 def test_strided_inputs_and_one_sided_upstream(backend, pooling):
     for upstream in (("h",), ("c",)):
@@ -141,13 +156,13 @@ def test_strided_inputs_and_one_sided_upstream(backend, pooling):
                     upstream_on=upstream)
 
 
-@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b != "triton"])
+@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b != "triton"], indirect=True)
 @pytest.mark.parametrize("pooling", ["fo", "ifo"])
 def test_long_sequence(backend, pooling):
     _check_pool(backend, pooling, 2049, 2, 3, 2, torch.float32, True, True, strided=False)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(backend, dtype):
     _check_pool(backend, "fo", 13, 3, 10, 2, dtype, True, True, strided=True)
@@ -173,7 +188,7 @@ def _check_forget_mult(backend, T, B, H, dtype, with_c0, strided):
         _assert_close(name, g, w, dtype)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("T,B,H", SHAPES + [(2050, 1, 3)])
 @pytest.mark.parametrize("with_c0", [False, True])
 def test_forget_mult_matches_reference(backend, T, B, H, with_c0):
@@ -192,7 +207,7 @@ def test_empty_sequence():
     assert c.shape == (0, 2, 3) and torch.equal(last, c0)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
 def test_gradcheck_float64(backend, pooling):
     G = GATES[pooling]
@@ -209,7 +224,7 @@ def test_gradcheck_float64(backend, pooling):
                                     fast_mode=fast)
 
 
-@pytest.mark.parametrize("backend", ["python", "numba"])
+@pytest.mark.parametrize("backend", ["python", "numba", "numba-parallel"], indirect=True)
 def test_opcheck(backend):
     from qrnn.ops import library
 
@@ -222,6 +237,79 @@ def test_opcheck(backend):
     torch.library.opcheck(library.forget_mult, (f, z, torch.randn(3, 4, requires_grad=True),
                                                 backend))
     torch.library.opcheck(library.forget_mult, (f, z, None, backend))
+
+
+# ---- the masked convolution (`causal_conv`, any device: matrix products) -------------------
+
+# (T, B, I, C, window): T = 1, 2, odd, below / at / above the window; batch 1 and odd; odd widths
+CONV_SHAPES = [(1, 1, 1, 1, 2), (2, 3, 5, 4, 2), (7, 1, 33, 6, 3), (1, 2, 3, 4, 3),
+               (2, 2, 3, 5, 3), (17, 5, 7, 9, 1), (3, 2, 4, 3, 4), (2049, 2, 3, 4, 2)]
+
+
+@pytest.mark.parametrize("T,B,I,C,window", CONV_SHAPES)
+@pytest.mark.parametrize("with_context", [False, True])
+@pytest.mark.parametrize("strided", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_causal_conv_matches_reference(T, B, I, C, window, with_context, strided, dtype):
+    gen = torch.Generator().manual_seed(hash((T, B, I, C, window)) % 2**31)
+    x = torch.randn(T, B, I, generator=gen, dtype=torch.float64).to(dtype)
+    weight = torch.randn(window * C, I, generator=gen, dtype=torch.float64).to(dtype)
+    context = (torch.randn(window - 1, B, I, generator=gen, dtype=torch.float64).to(dtype)
+               if with_context else None)
+    if strided:
+        x = _noncontiguous(x)
+        if context is not None and context.numel():
+            context = _noncontiguous(context)
+    upstream = torch.randn(T, B, C, generator=gen, dtype=torch.float64)
+    inputs = [x, weight, context]
+
+    def grads(fn, ins):
+        return _grads(lambda *a: (fn(a[0], a[1], a[2] if with_context else None, window),),
+                      ins, (upstream,))
+
+    want, want_grads = grads(causal_conv_ref, [None if t is None else t.double() for t in inputs])
+    got, got_grads = grads(causal_conv, inputs)
+    _assert_close("gates", got[0], want[0], dtype)
+    for name, g, w in zip(("dx", "dweight", "dcontext"), got_grads, want_grads):
+        if w.numel() == 0:  # window 1: the context is (0, B, I)
+            assert g.shape == w.shape
+            continue
+        _assert_close(name, g, w, dtype)
+
+
+def test_causal_conv_gradcheck_and_opcheck():
+    from qrnn.ops import library
+
+    x = torch.randn(6, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2 * 5, 4, dtype=torch.float64, requires_grad=True)
+    ctx = torch.randn(1, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: causal_conv(*a, window=2), (x, w, ctx))
+    assert torch.autograd.gradcheck(lambda a, b: causal_conv(a, b, None, 2), (x, w))
+    for context in (ctx.float(), None):
+        args = (x.float().detach().requires_grad_(True), w.float().detach().requires_grad_(True),
+                context, 2)
+        torch.library.opcheck(library.causal_conv, args)
+    # only the gradients asked for are computed (the others come back as None)
+    gx, = torch.autograd.grad(causal_conv(x, w.detach(), ctx.detach(), 2).sum(), [x])
+    assert gx.shape == x.shape
+
+
+def test_causal_conv_is_the_layer_convolution_and_rejects_bad_shapes():
+    x, w = torch.randn(5, 2, 3), torch.randn(2 * 4, 3)
+    conv1d = torch.nn.functional.conv1d(  # the same causal convolution, as a padded Conv1d
+        torch.nn.functional.pad(x.permute(1, 2, 0), (1, 0)),
+        torch.stack([w[4:], w[:4]], dim=-1))  # (C, I, k): kernel position 0 is the oldest tap
+    torch.testing.assert_close(causal_conv(x, w, None, 2), conv1d.permute(2, 0, 1))
+    with pytest.raises(ValueError, match=r"weight must have shape \(window\*C, I=3\)"):
+        causal_conv(x, torch.randn(7, 3), None, 2)
+    with pytest.raises(ValueError, match=r"context must have shape \(window-1=1, B=2, I=3\)"):
+        causal_conv(x, w, torch.randn(2, 2, 3), 2)
+    with pytest.raises(ValueError, match="x must have shape"):
+        causal_conv(x[0], w, None, 2)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        causal_conv(x, w, None, 0)
+    with pytest.raises(ValueError, match="they must match"):
+        causal_conv(x, w.double(), None, 2)
 
 
 def test_torch_compile_over_a_model_that_uses_the_ops():
@@ -295,7 +383,7 @@ def test_import_loads_no_accelerator():
 # ---- GPU (skipped without CUDA; none in this session) -----------------------------------------
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-@pytest.mark.parametrize("backend", ["triton", "python"])
+@pytest.mark.parametrize("backend", ["triton", "python"], indirect=True)
 @pytest.mark.parametrize("pooling", ["f", "fo", "ifo"])
 def test_cuda_matches_reference(backend, pooling):
     G = GATES[pooling]

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from qrnn.ops import GATES as _GATES
-from qrnn.ops import qrnn_conv_pool, qrnn_pool
+from qrnn.ops import causal_conv, qrnn_conv_pool, qrnn_pool
 
 # A gate pre-activation whose sigmoid is exactly 1 (and sigmoid(-HOLD) exactly 0) in every
 # floating dtype, float16 included (exp(-1e4) underflows to 0 even in float64; 1e4 < 65504).
@@ -134,16 +134,6 @@ class QRNNLayer(nn.Module):
         return (f"{self.input_size}, {self.hidden_size}, window={self.window}, "
                 f"pooling={self.pooling!r}, bias={self.bias is not None}, zoneout={self.zoneout}")
 
-    def _taps(self, x: Tensor, context: Tensor | None) -> Tensor:
-        """Every tap applied to every input row: x (T, B, I) -> (k-1+T, B, k*G*H), where row r
-        is F.linear of row r of [context; x] (context: (k-1, B, I), zeros if None)."""
-        k = self.window
-        if k > 1:
-            if context is None:
-                context = x.new_zeros(k - 1, x.shape[1], x.shape[2])
-            x = torch.cat([context.to(x.dtype), x])  # (k-1+T, B, I)
-        return F.linear(x, self.weight)
-
     def gates(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Masked (causal) convolution: pre-activation gates.
 
@@ -154,20 +144,16 @@ class QRNNLayer(nn.Module):
         Returns:
             (T, B, G*H), step t = bias + sum_j W_j x_{t-j}.
 
-        All k taps are one matrix product over the k - 1 + T rows [context; x]; the taps are then
-        summed from shifted views of that product (every view has exactly T rows, so nothing
-        depends on whether T < k), so no shifted copies of the input are ever built.
+        `qrnn.ops.causal_conv`: tap j is one matrix product of x[:T-j] added in place into
+        rows [j:] of the result, so no shifted copy of the input is ever built.
         """
-        T = x.shape[0]
-        k, gh = self.window, self.weight.shape[0] // self.window
-        y = self._taps(x, context)  # (k-1+T, B, k*G*H)
-        out = y[k - 1:, :, :gh]  # tap 0 on x_t, (T, B, G*H)
-        for j in range(1, k):
-            tap = y[k - 1 - j:k - 1 - j + T, :, j * gh:(j + 1) * gh]  # tap j on x_{t-j}
-            out = out + tap if j == 1 else out.add_(tap)
-        if self.bias is not None:
-            out = out + self.bias if k == 1 else out.add_(self.bias)
-        return out
+        g = self._conv(x, context)
+        return g if self.bias is None else g.add_(self.bias)
+
+    def _conv(self, x: Tensor, context: Tensor | None) -> Tensor:
+        if context is not None:
+            context = context.to(x.dtype)
+        return causal_conv(x, self.weight, context, self.window)  # (T, B, G*H), no bias
 
     def forward(self, x: Tensor, c0: Tensor | None = None, *,
                 context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -197,9 +183,9 @@ class QRNNLayer(nn.Module):
                                  f"{self.hidden_size}), got {tuple(c0.shape)}")
             c0 = c0.to(x.dtype)
         if self.zoneout == 0:
-            # Fast path: one matrix product, then the tap sum, bias, activations and pooling in
-            # one kernel (`qrnn_conv_pool`), so the gates never exist as an autograd tensor.
-            return qrnn_conv_pool(self._taps(x, context), self.bias, c0, self.pooling, self.window)
+            # Fast path: the convolution's k matrix products, then bias, activations and
+            # pooling in one op (`qrnn_conv_pool` with window 1: its input is the gates).
+            return qrnn_conv_pool(self._conv(x, context), self.bias, c0, self.pooling, 1)
         g = self.gates(x, context)  # (T, B, G*H)
         if self.training:
             zoned = torch.rand(T, B, self.hidden_size, device=x.device) < self.zoneout

@@ -4,6 +4,8 @@
     qrnn::conv_pool_backward(act, c, c0?, dh?, dc?, pooling, window, backend) -> (dy, dbias, dc0)
     qrnn::forget_mult(f, z, c0?, backend) -> (c, c_last)
     qrnn::forget_mult_backward(f, z, c0?, c, dc?, dc_last?, backend) -> (df, dz, dc0)
+    qrnn::causal_conv(x, weight, context?, window) -> gates
+    qrnn::causal_conv_backward(dgates, x, weight, context?, window, needs) -> (dx, dweight, dcontext)
 
 Shapes and meaning are those of `_torch_loop.py` (`h` is empty for pooling "f"; `act` is the
 gate activations saved for the backward). Each op has a fake (shape-only) implementation for
@@ -20,6 +22,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from qrnn.ops import conv
 from qrnn.ops._torch_loop import GATES, compute_dtype
 
 _MODULES = {"python": "qrnn.ops._torch_loop", "numba": "qrnn.ops._numba_cpu",
@@ -142,3 +145,48 @@ def _forget_mult_grad(ctx, dc, dc_last):
 
 
 forget_mult.register_autograd(_forget_mult_grad, setup_context=_forget_mult_setup)
+
+
+# ---- qrnn::causal_conv -----------------------------------------------------------------------
+
+@torch.library.custom_op("qrnn::causal_conv", mutates_args=())
+def causal_conv(x: Tensor, weight: Tensor, context: Optional[Tensor], window: int) -> Tensor:
+    return conv.conv_forward(x, weight, context, window)
+
+
+@causal_conv.register_fake
+def _(x, weight, context, window):
+    return x.new_empty(x.shape[0], x.shape[1], weight.shape[0] // window)
+
+
+@torch.library.custom_op("qrnn::causal_conv_backward", mutates_args=())
+def causal_conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Optional[Tensor],
+                         window: int, needs: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    return conv.conv_backward(dgates, x, weight, context, window, *needs)
+
+
+@causal_conv_backward.register_fake
+def _(dgates, x, weight, context, window, needs):
+    need_x, need_weight, need_context = needs
+    return (x.new_empty(x.shape if need_x else (0,)),
+            weight.new_empty(weight.shape if need_weight else (0,)),
+            x.new_empty(context.shape if need_context and context is not None else (0,)))
+
+
+def _causal_conv_setup(ctx, inputs, output):
+    x, weight, context, window = inputs
+    ctx.save_for_backward(x, weight, context)
+    ctx.window = window
+
+
+def _causal_conv_grad(ctx, dgates):
+    x, weight, context = ctx.saved_tensors
+    need_x, need_weight, need_context = ctx.needs_input_grad[:3]
+    dx, dweight, dcontext = causal_conv_backward(
+        dgates, x, weight, context, ctx.window,
+        [need_x, need_weight, need_context and context is not None])
+    return (dx if need_x else None, dweight if need_weight else None,
+            dcontext if need_context and context is not None else None, None)
+
+
+causal_conv.register_autograd(_causal_conv_grad, setup_context=_causal_conv_setup)

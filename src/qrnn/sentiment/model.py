@@ -93,6 +93,10 @@ class SentimentClassifier(nn.Module):
                 f"ids must be (B, T) and lengths (B,), got {tuple(ids.shape)} and {tuple(lengths.shape)}"
             )
         x = self.embedding(ids.t())  # (T, B, E)
-        out, _ = self.rnn(x, lengths=lengths)  # (T, B, E + L*H)
+        # No lengths for the recurrent stack: both directions here are forward-only and causal,
+        # so each review's steps up to its last real one do not depend on the right padding,
+        # and that is the only step read. (Passing lengths would zero the padded steps of the
+        # (T, B, E + L*H) output and scatter that back in the backward: 3% of a training step.)
+        out, _ = self.rnn(x)  # (T, B, E + L*H)
         features = last_real_step(out, lengths)  # (B, E + L*H)
         return self.head(F.dropout(features, self.config.dropout, self.training)).squeeze(-1)

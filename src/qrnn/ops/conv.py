@@ -1,0 +1,130 @@
+"""The QRNN's masked (causal) convolution over time, as k matrix products that add in place.
+
+    gates_t = sum_{j<k} W_j x_{t-j}        (x_{t-j} from `context` when t - j < 0, zeros if None)
+
+`causal_conv_ref` is the specification (plain autograd over shifted copies). `causal_conv` computes
+the same with no copy of the input at all: in a time-major, contiguous x of shape (T, B, I), the
+inputs one step back are the same matrix shifted by B rows, so tap j is one matrix product of
+the rows x[:T-j] added into the rows gates[j:] (`addmm_` on contiguous views). The backward is
+the same trick transposed: dx[:T-j] += dgates[j:] W_j and dW_j = dgates[j:]^T x[:T-j]. Compared
+with one product over [context; x] against all k taps at once, the output and its gradient are
+k times smaller (G*H columns instead of k*G*H), which is what the layer's time was going into.
+
+Registered as the custom ops `qrnn::causal_conv` / `qrnn::causal_conv_backward` (`library.py`),
+so autograd, `torch.compile` and `torch.export` see one node. Any device: it is matrix products.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+def _check(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> None:
+    if window < 1:
+        raise ValueError(f"causal_conv: window must be >= 1, got {window}")
+    if x.dim() != 3:
+        raise ValueError(f"causal_conv: x must have shape (T, B, I), got {tuple(x.shape)}")
+    I = x.shape[2]
+    if weight.dim() != 2 or weight.shape[1] != I or weight.shape[0] % window:
+        raise ValueError(f"causal_conv: weight must have shape (window*C, I={I}) with window="
+                         f"{window}, got {tuple(weight.shape)}")
+    if context is not None and context.shape != (window - 1, x.shape[1], I):
+        raise ValueError(f"causal_conv: context must have shape (window-1={window - 1}, "
+                         f"B={x.shape[1]}, I={I}), got {tuple(context.shape)}")
+    for name, t in (("weight", weight), ("context", context)):
+        if t is not None and (t.device != x.device or t.dtype != x.dtype):
+            raise ValueError(f"causal_conv: {name} is {t.dtype} on {t.device}, x is {x.dtype} "
+                             f"on {x.device}; they must match")
+
+
+def causal_conv_ref(x: Tensor, weight: Tensor, context: Tensor | None = None,
+                    window: int = 2) -> Tensor:
+    """Reference masked convolution of width k = window.
+
+    Args:
+        x:       (T, B, I) inputs.
+        weight:  (k*C, I); tap j (multiplying x_{t-j}) is rows [j*C, (j+1)*C).
+        context: (k-1, B, I) the k-1 inputs before x[0], oldest first, or None for zeros.
+    Returns:
+        (T, B, C), step t = sum_j W_j x_{t-j}.
+    """
+    _check(x, weight, context, window)
+    k, T = window, x.shape[0]
+    if context is None:
+        context = x.new_zeros(k - 1, x.shape[1], x.shape[2])
+    padded = torch.cat([context, x])  # (k-1+T, B, I), row k-1+t is x_t
+    taps = weight.chunk(k)
+    return sum(F.linear(padded[k - 1 - j:k - 1 - j + T], taps[j]) for j in range(k))
+
+
+def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> Tensor:
+    """The fast path (any device). x (T, B, I) contiguous -> gates (T, B, C)."""
+    T, B, I = x.shape
+    k, C = window, weight.shape[0] // window
+    taps = weight.view(k, C, I)
+    out = x.new_empty(T, B, C)
+    rows, flat = out.view(T * B, C), x.reshape(T * B, I)  # both contiguous
+    torch.mm(flat, taps[0].t(), out=rows)
+    for j in range(1, k):
+        if T > j:  # steps t >= j read x_{t-j} from x itself
+            rows[j * B:].addmm_(flat[:(T - j) * B], taps[j].t())
+        if context is not None:  # steps t < j read it from the context
+            n = min(j, T)
+            out[:n].view(n * B, C).addmm_(context[k - 1 - j:k - 1 - j + n].reshape(n * B, I),
+                                          taps[j].t())
+    return out
+
+
+def conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Tensor | None,
+                  window: int, need_x: bool, need_weight: bool,
+                  need_context: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """dgates (T, B, C) -> dx (T, B, I), dweight (k*C, I), dcontext (k-1, B, I); each is an
+    empty tensor when not needed (custom ops cannot return None)."""
+    T, B, I = x.shape
+    k, C = window, weight.shape[0] // window
+    taps = weight.view(k, C, I)
+    g, flat = dgates.contiguous().view(T * B, C), x.reshape(T * B, I)
+    dx, dweight, dcontext = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # distinct tensors
+    if need_x:
+        dx = x.new_empty(T, B, I)
+        dx_rows = dx.view(T * B, I)
+        torch.mm(g, taps[0], out=dx_rows)
+        for j in range(1, min(k, T)):
+            dx_rows[:(T - j) * B].addmm_(g[j * B:], taps[j])
+    if need_weight:
+        dweight = weight.new_empty(k, C, I)
+        for j in range(k):
+            if T > j:
+                torch.mm(g[j * B:].t(), flat[:(T - j) * B], out=dweight[j])
+            else:  # tap j reaches no step of x
+                dweight[j].zero_()
+            if context is not None and j > 0:
+                n = min(j, T)
+                dweight[j].addmm_(g[:n * B].t(),
+                                  context[k - 1 - j:k - 1 - j + n].reshape(n * B, I))
+        dweight = dweight.view(k * C, I)
+    if need_context and context is not None:
+        dcontext = x.new_zeros(k - 1, B, I)
+        for j in range(1, k):
+            n = min(j, T)
+            dcontext[k - 1 - j:k - 1 - j + n].view(n * B, I).addmm_(g[:n * B], taps[j])
+    return dx, dweight, dcontext
+
+
+def causal_conv(x: Tensor, weight: Tensor, context: Tensor | None = None,
+                window: int = 2) -> Tensor:
+    """Same contract and values as `causal_conv_ref`, with no copies of x (see module docstring).
+
+    Args:
+        x, weight, context, window: as in `causal_conv_ref` (x and context may have any strides;
+        a non-contiguous x is made contiguous once).
+    Returns:
+        (T, B, C) contiguous.
+    """
+    from qrnn.ops import library  # library imports this module
+
+    _check(x, weight, context, window)
+    return library.causal_conv(x.contiguous(), weight,
+                               None if context is None else context.contiguous(), window)
