@@ -22,7 +22,6 @@ import argparse
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from common import compare, machine, table
 from qrnn.modules.qrnn import QRNNLayer
