@@ -16,6 +16,8 @@ from typing import Callable
 
 import torch
 
+from qrnn.memory import keep_freed_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,11 +39,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+# As the `qrnn` command does, for every contender alike (opt out: QRNN_KEEP_FREED_MEMORY=0).
+KEEP_FREED_MEMORY = keep_freed_memory()
+
+
 def machine() -> str:
     """One markdown line describing where the numbers come from."""
+    malloc = "keeps freed memory" if KEEP_FREED_MEMORY else "default"
     return (f"machine: {platform.platform()}, CPU: {cpu_name()} ({os.cpu_count()} logical), "
             f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-            f"commit {commit()}, load average at start {os.getloadavg()[0]:.2f}")
+            f"commit {commit()}, load average at start {os.getloadavg()[0]:.2f}, "
+            f"malloc: {malloc}")
 
 
 def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 2,

@@ -241,9 +241,11 @@ def test_opcheck(backend):
 
 # ---- the masked convolution (`causal_conv`, any device: matrix products) -------------------
 
-# (T, B, I, C, window): T = 1, 2, odd, below / at / above the window; batch 1 and odd; odd widths
+# (T, B, I, C, window): T = 1, 2, odd, below / at / above the window; batch 1 and odd; odd widths;
+# I = 32 fills whole 64-byte rows of dx in every dtype here, the others take its padded layout
 CONV_SHAPES = [(1, 1, 1, 1, 2), (2, 3, 5, 4, 2), (7, 1, 33, 6, 3), (1, 2, 3, 4, 3),
-               (2, 2, 3, 5, 3), (17, 5, 7, 9, 1), (3, 2, 4, 3, 4), (2049, 2, 3, 4, 2)]
+               (2, 2, 3, 5, 3), (17, 5, 7, 9, 1), (3, 2, 4, 3, 4), (2049, 2, 3, 4, 2),
+               (5, 3, 32, 4, 2)]
 
 
 @pytest.mark.parametrize("T,B,I,C,window", CONV_SHAPES)

@@ -77,6 +77,20 @@ def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int)
     return out
 
 
+def new_grad_input(x: Tensor) -> Tensor:
+    """An uninitialised (T, B, I) tensor for x's gradient. On CPU its rows start every 64 bytes
+    (it is a view of a (T, B, I') buffer, I' = I rounded up): MKL's product into rows of 300
+    float32 ran at 113 GFLOP/s against 168 for 304, as it splits cache lines (measured here,
+    dx of one layer at the paper's shape: 77 ms -> 58 ms). Used by the fake implementation too,
+    so that traced graphs see the same strides."""
+    T, B, I = x.shape
+    per_line = max(1, 64 // x.element_size())
+    padded = -(-I // per_line) * per_line
+    if x.device.type != "cpu" or padded == I:
+        return x.new_empty(T, B, I)
+    return x.new_empty(T, B, padded)[:, :, :I]
+
+
 def conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Tensor | None,
                   window: int, need_x: bool, need_weight: bool,
                   need_context: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -88,8 +102,8 @@ def conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Tensor | N
     g, flat = dgates.contiguous().view(T * B, C), x.reshape(T * B, I)
     dx, dweight, dcontext = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # distinct tensors
     if need_x:
-        dx = x.new_empty(T, B, I)
-        dx_rows = dx.view(T * B, I)
+        dx = new_grad_input(x)
+        dx_rows = dx.view(T * B, I)  # (T*B, I) with the row stride of the padded buffer
         torch.mm(g, taps[0], out=dx_rows)
         for j in range(1, min(k, T)):
             dx_rows[:(T - j) * B].addmm_(g[j * B:], taps[j])

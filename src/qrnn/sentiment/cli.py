@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from qrnn.memory import keep_freed_memory
+
+    keep_freed_memory()  # reuse freed pages between steps (see qrnn/memory.py)
     try:
         threads = os.environ.get("QRNN_THREADS")
         if threads:
