@@ -73,6 +73,9 @@ def _(act, c, c0, dh, dc, pooling, window, backend):
 def _conv_pool_setup(ctx, inputs, output):
     y, bias, c0, pooling, window, backend = inputs
     h, c, act = output
+    # An output nobody used (act always; c or h often) gets None, not a materialised tensor of
+    # zeros: the backward op takes dh and dc as optional and then skips reading them.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(act, c, c0)
     ctx.pooling, ctx.window, ctx.backend = pooling, window, backend
     ctx.y_dtype = y.dtype
@@ -131,6 +134,7 @@ def _(f, z, c0, c, dc, dc_last, backend):
 def _forget_mult_setup(ctx, inputs, output):
     f, z, c0, backend = inputs
     c, _ = output
+    ctx.set_materialize_grads(False)  # as in _conv_pool_setup
     ctx.save_for_backward(f, z, c0, c)
     ctx.backend = backend
     ctx.dtypes = (f.dtype, z.dtype, None if c0 is None else c0.dtype)
