@@ -251,8 +251,15 @@ CONV_SHAPES = [(1, 1, 1, 1, 2), (2, 3, 5, 4, 2), (7, 1, 33, 6, 3), (1, 2, 3, 4, 
 @pytest.mark.parametrize("T,B,I,C,window", CONV_SHAPES)
 @pytest.mark.parametrize("with_context", [False, True])
 @pytest.mark.parametrize("strided", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-def test_causal_conv_matches_reference(T, B, I, C, window, with_context, strided, dtype):
+@pytest.mark.parametrize("dtype,forward", [(torch.float64, "matmul"), (torch.float32, "matmul"),
+                                           (torch.bfloat16, "matmul"), (torch.float32, "onednn")])
+def test_causal_conv_matches_reference(T, B, I, C, window, with_context, strided, dtype, forward,
+                                       monkeypatch):
+    from qrnn.ops import conv
+
+    # "onednn": the CPU float32 forward through oneDNN's convolution at every size (it serves
+    # calls without context and window > 1; the others take the matrix products anyway)
+    monkeypatch.setattr(conv, "ONEDNN_MIN_ROWS", 0 if forward == "onednn" else 2**62)
     gen = torch.Generator().manual_seed(hash((T, B, I, C, window)) % 2**31)
     x = torch.randn(T, B, I, generator=gen, dtype=torch.float64).to(dtype)
     weight = torch.randn(window * C, I, generator=gen, dtype=torch.float64).to(dtype)
