@@ -270,7 +270,7 @@ class QRNN(nn.Module):
 
     def flatten_parameters(self) -> None:
         """Present for `nn.LSTM` compatibility. Each layer's weights are already one contiguous
-        (k*G*H, I_l) tensor used by one matrix product, so there is nothing to flatten."""
+        (k*G*H, I_l) tensor whose taps are contiguous row blocks, so there is nothing to flatten."""
 
     def __prepare_scriptable__(self):
         # torch.jit.script calls this first; say what to use instead of a long TorchScript error.

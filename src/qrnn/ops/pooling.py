@@ -1,10 +1,10 @@
 """Gate activations + pooling of a QRNN layer, as one op: pre-activation gates in, h and c out.
 
-`qrnn_pool_ref` is the specification; `qrnn_pool` is the path the layer calls (fast paths plug in
-here without the layer changing). `qrnn_conv_pool` (reference `qrnn_conv_pool_ref`) also takes
-over the masked convolution's shifted tap sum, so a layer's gates never exist as an autograd
-intermediate. Both run the registered op `qrnn::conv_pool` (`library.py`) on the backend chosen
-by `backends.resolve`.
+`qrnn_pool_ref` is the specification; `qrnn_pool` its fast path. `qrnn_conv_pool` (reference
+`qrnn_conv_pool_ref`) also adds the bias and can take over the masked convolution's shifted tap
+sum (window > 1, from every tap's product); the layer calls it at window 1 on the gates that
+`causal_conv` computed. Both run the registered op `qrnn::conv_pool` (`library.py`) on the
+backend chosen by `backends.resolve`.
 """
 
 from __future__ import annotations
@@ -100,10 +100,10 @@ def qrnn_pool(gates: Tensor, c0: Tensor | None = None, pooling: str = "fo", *,
 def qrnn_conv_pool(y: Tensor, bias: Tensor | None = None, c0: Tensor | None = None,
                    pooling: str = "fo", window: int = 2, *,
                    backend: str | None = None) -> tuple[Tensor, Tensor]:
-    """The masked convolution's tap sum fused into the pooling kernel; contract and values of
-    `qrnn_conv_pool_ref` (`backend` as in `qrnn_pool`). A layer calls it as
-    `qrnn_conv_pool(F.linear(torch.cat([context, x]), W), b, c0, pooling, k)`, so its only
-    autograd nodes are the concatenation, one matrix product and this op."""
+    """Bias, activations and pooling (and with window > 1 the masked convolution's tap sum)
+    in one op; contract and values of `qrnn_conv_pool_ref` (`backend` as in `qrnn_pool`).
+    `QRNNLayer` calls it as `qrnn_conv_pool(causal_conv(x, W, context, k), b, c0, pooling, 1)`,
+    so its only autograd nodes are the convolution's op and this one."""
     _check_taps(y, bias, pooling, window)
     return _run(y, bias, c0, pooling, window, backend)
 
