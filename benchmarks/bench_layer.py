@@ -7,7 +7,8 @@ Contenders, measured side by side:
                   on the default CPU backend (numba)
     python loop   the same layer with the op's "python" backend (a time loop of torch ops with a
                   hand-written backward): the baseline the kernels replace
-    matmul floor  the layer's matrix products alone (`causal_conv`), forward + backward
+    matmul floor  the layer's convolution alone (`causal_conv`: its matrix products, the forward
+                  through oneDNN's convolution at these sizes), forward + backward
 Contenders are timed interleaved (`common.compare`), so a slow spell hits all of them alike.
 Each gets a random upstream gradient on its output (T, B, H) and computes the gradients of the
 input and of every parameter (`torch.autograd.grad`, so nothing accumulates into `.grad`). Shapes: the paper's (B=24, T=400,

@@ -74,8 +74,8 @@ def compare(fns: dict[str, Callable[[], object]], repeat: int = 7, warmup: int =
     """Median wall-clock seconds of each fn, timed *interleaved*: every round runs each
     contender once, in turn, so a slow spell of a shared machine hits all of them alike (timing
     them one after another let such spells land on one contender). Fewer rounds if one round
-    is long, so that the whole comparison stays within about `budget_s`."""
-    for _ in range(warmup):
+    is long (at least 3), so that the whole comparison stays within about `budget_s`."""
+    for _ in range(max(1, warmup)):  # at least one round, which also sizes the rest
         start = time.perf_counter()
         for fn in fns.values():
             fn()

@@ -68,3 +68,7 @@ def test_config_validation(bad):
 def test_bad_input_shapes(model):
     with pytest.raises(ValueError, match=r"ids must be \(B, T\)"):
         model(torch.zeros(5, dtype=torch.long), torch.tensor([5]))
+    with pytest.raises(ValueError, match=r"lengths must be in \[1, T=4\], got \[4, 5\]"):
+        model(torch.ones(2, 4, dtype=torch.long), torch.tensor([4, 5]))
+    with pytest.raises(ValueError, match=r"lengths must be in \[1, T=4\], got \[0, 2\]"):
+        model(torch.ones(2, 4, dtype=torch.long), torch.tensor([0, 2]))

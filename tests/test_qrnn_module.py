@@ -449,3 +449,26 @@ def test_empty_batch_like_lstm():
     assert out.shape == (5, 0, 4) and h_n.shape == (2, 0, 4)
     out.sum().backward()
     assert x.grad.shape == (5, 0, 3)
+
+
+@pytest.mark.parametrize("forward", ["matmul", "onednn"])
+def test_cpu_autocast_runs_the_convolution_in_bfloat16(forward, monkeypatch):
+    """Under torch.autocast the convolution takes the autocast dtype, as F.linear does (at every
+    size: the oneDNN forward once returned bfloat16 where the op promised float32, and crashed
+    in the backward); parameters and their gradients stay float32."""
+    from qrnn.ops import conv
+
+    monkeypatch.setattr(conv, "ONEDNN_MIN_ROWS", 0 if forward == "onednn" else 2**62)
+    torch.manual_seed(0)
+    m = QRNN(16, 8, num_layers=2)
+    x = torch.randn(64, 4, 16, requires_grad=True)
+    want, want_h = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h_n = m(x)
+    assert out.dtype == h_n.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), want, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(h_n.float(), want_h, atol=3e-2, rtol=3e-2)
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.float32
+    for p in m.parameters():
+        assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()

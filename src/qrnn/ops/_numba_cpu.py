@@ -19,6 +19,7 @@ Compiled once per dtype and cached on disk (`cache=True`); no compiler is needed
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -46,6 +47,11 @@ def _kernel(fn):
                                 fn.__defaults__, fn.__closure__)
     serial.__qualname__ = fn.__qualname__ + "_serial"
     return njit(**{**_JIT, "parallel": False})(serial), njit(**_JIT)(fn)
+
+
+def _launching(parallel: bool):
+    """The lock a launch holds: only parallel kernels use numba's thread pool (see _LAUNCH)."""
+    return _LAUNCH if parallel else contextlib.nullcontext()
 
 
 def _plan(T: int, B: int, H: int) -> tuple[bool, int]:
@@ -303,13 +309,13 @@ def pool_forward(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str
     bias_ = torch.zeros(gh, dtype=cd) if bias is None else bias.to(cd)
     parallel, blk = _plan(T, B, H)
     if T and B and H:  # numba jobs need at least one (sequence, unit)
-        with _LAUNCH:
+        with _launching(parallel):
             _taps_kernel[parallel](_np(y.to(cd)), _np(bias_), window, H, act.numpy())
     act.sigmoid_()
     c = torch.empty(T, B, H, dtype=act.dtype)
     h = torch.empty(T, B, H, dtype=act.dtype) if G >= 3 else act.new_empty(0)
     if T and B and H:  # numba jobs need at least one (sequence, unit)
-        with _LAUNCH:
+        with _launching(parallel):
             _pool_fwd_kernel[parallel](act.numpy(), _np(_c0_or_zeros(c0, B, H, act.dtype)), G,
                                        blk, h.numpy() if G >= 3 else c.numpy(), c.numpy())
     return h, c, act
@@ -332,7 +338,7 @@ def pool_backward(act: Tensor, c: Tensor, c0: Tensor | None, dh: Tensor | None,
                 dummy if dh is None else _np(dh.to(cd)), dummy if dc is None else _np(dc.to(cd)),
                 dh is not None, dc is not None, G, window, blk,
                 dy.numpy(), dbias_part.numpy(), dc0.numpy())
-        with _LAUNCH:
+        with _launching(parallel):
             _pool_bwd_kernel[parallel](*args)
     else:
         dc0.zero_()
@@ -346,7 +352,7 @@ def forget_mult_forward(f: Tensor, z: Tensor, c0: Tensor | None) -> Tensor:
     c = torch.empty(T, B, H, dtype=cd)
     if T and B and H:  # numba jobs need at least one (sequence, unit)
         parallel, blk = _plan(T, B, H)
-        with _LAUNCH:
+        with _launching(parallel):
             _fm_fwd_kernel[parallel](_np(f.to(cd)), _np(z.to(cd)),
                                      _np(_c0_or_zeros(c0, B, H, cd)), blk, c.numpy())
     return c
@@ -360,7 +366,7 @@ def forget_mult_backward(f: Tensor, z: Tensor, c0: Tensor | None, c: Tensor,
     dc0 = torch.zeros(B, H, dtype=cd)
     if T and B and H:  # numba jobs need at least one (sequence, unit)
         parallel, blk = _plan(T, B, H)
-        with _LAUNCH:
+        with _launching(parallel):
             _fm_bwd_kernel[parallel](_np(f.to(cd)), _np(z.to(cd)),
                                      _np(_c0_or_zeros(c0, B, H, cd)), _np(c), _np(dc.to(cd)),
                                      blk, df.numpy(), dz.numpy(), dc0.numpy())

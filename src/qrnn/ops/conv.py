@@ -10,8 +10,13 @@ the same trick transposed: dx[:T-j] += dgates[j:] W_j and dW_j = dgates[j:]^T x[
 with one product over [context; x] against all k taps at once, the output and its gradient are
 k times smaller (G*H columns instead of k*G*H), which is what the layer's time was going into.
 
+On CPU in float32 from `ONEDNN_MIN_ROWS` rows T*B, the forward runs instead as oneDNN's 2-D
+convolution over a channels-last view of the same memory (`_forward_onednn`), which was faster
+here; the backward is always the matrix products. A non-contiguous x is made contiguous once.
+Under `torch.autocast` the inputs are cast to the autocast dtype first, as `F.linear` does.
+
 Registered as the custom ops `qrnn::causal_conv` / `qrnn::causal_conv_backward` (`library.py`),
-so autograd, `torch.compile` and `torch.export` see one node. Any device: it is matrix products.
+so autograd, `torch.compile` and `torch.export` see one node. Any device.
 """
 
 from __future__ import annotations
@@ -61,8 +66,8 @@ def causal_conv_ref(x: Tensor, weight: Tensor, context: Tensor | None = None,
 
 # Rows T*B from which the CPU forward runs as oneDNN's convolution instead (`_forward_onednn`):
 # at the paper's shape (B=24, T=400) it took 43 ms against 49 ms for the k products (I=300) and
-# 119 against 146 ms (I=868); at batch 1 it was no faster. The backward stays matrix products
-# (oneDNN's convolution backward was 1.3-2x slower than them here).
+# 119 against 146 ms (I=868); for one review (B=1, T=230, below this threshold) it was no faster.
+# The backward stays matrix products (oneDNN's convolution backward was 1.3-2x slower here).
 ONEDNN_MIN_ROWS = 4096
 
 
@@ -85,8 +90,10 @@ def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int)
     """The fast path (any device). x (T, B, I) contiguous -> gates (T, B, C)."""
     T, B, I = x.shape
     if (context is None and window > 1 and x.device.type == "cpu" and x.dtype == torch.float32
-            and T * B >= ONEDNN_MIN_ROWS and torch.backends.mkldnn.is_available()):
-        return _forward_onednn(x, weight, window)
+            and T * B >= ONEDNN_MIN_ROWS and I > 0 and weight.shape[0] > 0
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        with torch.autocast("cpu", enabled=False):  # output dtype = x's, as the fake says
+            return _forward_onednn(x, weight, window)
     k, C = window, weight.shape[0] // window
     taps = weight.view(k, C, I)
     out = x.new_empty(T, B, C)
@@ -106,8 +113,9 @@ def new_grad_input(x: Tensor) -> Tensor:
     """An uninitialised (T, B, I) tensor for x's gradient. On CPU its rows start every 64 bytes
     (it is a view of a (T, B, I') buffer, I' = I rounded up): MKL's product into rows of 300
     float32 ran at 113 GFLOP/s against 168 for 304, as it splits cache lines (measured here,
-    dx of one layer at the paper's shape: 77 ms -> 58 ms). Used by the fake implementation too,
-    so that traced graphs see the same strides."""
+    dx of one layer at the paper's shape: 77 ms -> 58 ms). So `torch.autograd.grad` can return
+    x's gradient as that strided view (a leaf's `.grad` is contiguous: autograd copies it).
+    Used by the fake implementation too, so that traced graphs see the same strides."""
     T, B, I = x.shape
     per_line = max(1, 64 // x.element_size())
     padded = -(-I // per_line) * per_line
@@ -164,6 +172,11 @@ def causal_conv(x: Tensor, weight: Tensor, context: Tensor | None = None,
     """
     from qrnn.ops import library  # library imports this module
 
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and x.is_floating_point():
+        dtype = torch.get_autocast_dtype(device)  # as F.linear under autocast
+        x, weight = x.to(dtype), weight.to(dtype)
+        context = None if context is None else context.to(dtype)
     _check(x, weight, context, window)
     return library.causal_conv(x.contiguous(), weight,
                                None if context is None else context.contiguous(), window)

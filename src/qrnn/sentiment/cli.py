@@ -246,9 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from qrnn.memory import keep_freed_memory
-
-    keep_freed_memory()  # reuse freed pages between steps (see qrnn/memory.py)
     try:
         threads = os.environ.get("QRNN_THREADS")
         if threads:
@@ -269,5 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `qrnn` console script: `main` in a process of its own, whose glibc malloc keeps freed
+    memory for reuse between training steps (`qrnn.memory`; a process-wide setting, so `main`,
+    which tests call in-process, leaves it alone)."""
+    from qrnn.memory import keep_freed_memory
+
+    keep_freed_memory()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

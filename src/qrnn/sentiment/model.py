@@ -92,10 +92,13 @@ class SentimentClassifier(nn.Module):
             raise ValueError(
                 f"ids must be (B, T) and lengths (B,), got {tuple(ids.shape)} and {tuple(lengths.shape)}"
             )
+        if lengths.numel() and not torch.compiler.is_compiling() and \
+                (int(lengths.min()) < 1 or int(lengths.max()) > ids.shape[1]):
+            raise ValueError(f"lengths must be in [1, T={ids.shape[1]}], got {lengths.tolist()}")
         x = self.embedding(ids.t())  # (T, B, E)
-        # No lengths for the recurrent stack: both directions here are forward-only and causal,
-        # so each review's steps up to its last real one do not depend on the right padding,
-        # and that is the only step read. (Passing lengths would zero the padded steps of the
+        # No lengths for the recurrent stack: both stacks (QRNN, DenseLSTM) are unidirectional
+        # and causal, so each review's steps up to its last real one do not depend on the right
+        # padding, and that is the only step read. (Passing lengths would zero the padded steps of the
         # (T, B, E + L*H) output and scatter that back in the backward: 3% of a training step.)
         out, _ = self.rnn(x)  # (T, B, E + L*H)
         features = last_real_step(out, lengths)  # (B, E + L*H)
