@@ -29,12 +29,13 @@ from qrnn.modules.qrnn import QRNNLayer
 from qrnn.ops import causal_conv, qrnn_conv_pool
 
 
-def measure(T: int, B: int, I: int, H: int, window: int = 2) -> dict[str, float]:
+def measure(T: int, B: int, I: int, H: int, window: int = 2,
+            device: str = "cpu") -> dict[str, float]:
     torch.manual_seed(0)
-    x = torch.randn(T, B, I, requires_grad=True)
-    grad = torch.randn(T, B, H)
-    lstm = nn.LSTM(I, H)
-    layer = QRNNLayer(I, H, window=window, pooling="fo")
+    x = torch.randn(T, B, I, device=device, requires_grad=True)
+    grad = torch.randn(T, B, H, device=device)
+    lstm = nn.LSTM(I, H, device=device)  # cuDNN's LSTM on CUDA, oneDNN's on CPU
+    layer = QRNNLayer(I, H, window=window, pooling="fo", device=device)
     weight, bias = layer.weight, layer.bias
 
     def run_lstm():
@@ -50,19 +51,21 @@ def measure(T: int, B: int, I: int, H: int, window: int = 2) -> dict[str, float]
         h, _ = qrnn_conv_pool(gates, bias, None, "fo", 1, backend="python")
         torch.autograd.grad(h, [x, weight, bias], grad)
 
-    gates_grad = torch.randn(T, B, weight.shape[0] // window)
+    gates_grad = torch.randn(T, B, weight.shape[0] // window, device=device)
 
     def run_matmul():
         gates = causal_conv(x, weight, None, window)
         torch.autograd.grad(gates, [x, weight], gates_grad)
 
+    sync = torch.cuda.synchronize if device == "cuda" else None
     return compare({"lstm": run_lstm, "layer": run_layer, "fused": run_fused,
-                    "matmul": run_matmul})
+                    "matmul": run_matmul}, sync=sync)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="the paper's shape only")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (Triton kernels, cuDNN LSTM)")
     args = parser.parse_args()
     I, H = 300, 256
     shapes = [(400, 24)]
@@ -70,7 +73,7 @@ def main() -> None:
         shapes += [(50, 24), (1000, 24), (2000, 24), (400, 1), (400, 8), (400, 128)]
     rows = []
     for T, B in shapes:
-        m = measure(T, B, I, H)
+        m = measure(T, B, I, H, device=args.device)
         rows.append([T, B, m["lstm"] * 1e3, m["layer"] * 1e3, m["fused"] * 1e3,
                      m["matmul"] * 1e3, m["lstm"] / m["layer"], m["layer"] / m["matmul"],
                      m["fused"] / m["layer"]])

@@ -46,7 +46,8 @@ KEEP_FREED_MEMORY = keep_freed_memory()
 def machine() -> str:
     """One markdown line describing where the numbers come from."""
     malloc = "keeps freed memory" if KEEP_FREED_MEMORY else "default"
-    return (f"machine: {platform.platform()}, CPU: {cpu_name()} ({os.cpu_count()} logical), "
+    gpu = f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"machine: {platform.platform()}, CPU: {cpu_name()} ({os.cpu_count()} logical){gpu}, "
             f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
             f"commit {commit()}, load average at start {os.getloadavg()[0]:.2f}, "
             f"malloc: {malloc}")
@@ -70,22 +71,29 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 2,
 
 
 def compare(fns: dict[str, Callable[[], object]], repeat: int = 7, warmup: int = 2,
-            budget_s: float = 60.0) -> dict[str, float]:
+            budget_s: float = 60.0, sync: Callable[[], object] | None = None) -> dict[str, float]:
     """Median wall-clock seconds of each fn, timed *interleaved*: every round runs each
     contender once, in turn, so a slow spell of a shared machine hits all of them alike (timing
     them one after another let such spells land on one contender). Fewer rounds if one round
-    is long (at least 3), so that the whole comparison stays within about `budget_s`."""
+    is long (at least 3), so that the whole comparison stays within about `budget_s`.
+    `sync` (e.g. torch.cuda.synchronize) runs before each clock reading, so that asynchronous
+    device work is counted where it was launched."""
+    sync = sync or (lambda: None)
     for _ in range(max(1, warmup)):  # at least one round, which also sizes the rest
+        sync()
         start = time.perf_counter()
         for fn in fns.values():
             fn()
+        sync()
         round_s = time.perf_counter() - start
     repeat = max(3, min(repeat, int(budget_s / max(round_s, 1e-9))))
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 

@@ -410,3 +410,29 @@ def test_cuda_matches_reference(backend, pooling):
             out[name] = [h, c, *torch.autograd.grad(loss, args)]
         for got, want in zip(out["fast"], out["ref"]):
             torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_layer_matches_float64_cpu(dtype):
+    """The whole layer on CUDA (cuBLAS convolution, Triton pooling) against the same layer in
+    float64 on CPU: outputs, final cells and every gradient (input, weights, biases, c0)."""
+    from qrnn.modules import QRNN
+
+    torch.manual_seed(0)
+    ref = QRNN(24, 32, num_layers=2, dense=True, dtype=torch.float64)
+    gpu = QRNN(24, 32, num_layers=2, dense=True, device="cuda", dtype=dtype)
+    gpu.load_state_dict(ref.state_dict())
+    x, hx = torch.randn(300, 5, 24, dtype=torch.float64), torch.randn(2, 5, 32, dtype=torch.float64)
+    lengths = torch.tensor([300, 1, 77, 299, 150])
+    up = torch.randn(300, 5, ref.output_size, dtype=torch.float64)
+    results = []
+    for m, dev, dt in ((ref, "cpu", torch.float64), (gpu, "cuda", dtype)):
+        xs, hs = x.to(dev, dt).requires_grad_(), hx.to(dev, dt).requires_grad_()
+        out, h_n = m(xs, hs, lengths=lengths.to(dev))
+        loss = (out.double() * up.to(dev)).sum() + h_n.double().square().sum()
+        grads = torch.autograd.grad(loss, [xs, hs, *m.parameters()])
+        results.append([t.detach().double().cpu() for t in (out, h_n, *grads)])
+    tol = 2e-4 if dtype == torch.float32 else 5e-2
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, atol=tol * (1 + want.abs().max().item()), rtol=tol)
