@@ -7,8 +7,10 @@ Contenders, measured side by side:
                   on the default CPU backend (numba)
     python loop   the same layer with the op's "python" backend (a time loop of torch ops with a
                   hand-written backward): the baseline the kernels replace
-    matmul floor  the layer's convolution alone (`causal_conv`: its matrix products, the forward
-                  through oneDNN's convolution at these sizes), forward + backward
+    mkl layer     the same layer with its products on torch.mm (MKL's sgemm) instead of oneDNN
+                  (`conv.ONEDNN_MIN_ROWS` set out of reach): the path before oneDNN took them
+    matmul floor  the layer's convolution alone (`causal_conv`: its matrix products, through
+                  oneDNN at these sizes), forward + backward
 Contenders are timed interleaved (`common.compare`), so a slow spell hits all of them alike.
 Each gets a random upstream gradient on its output (T, B, H) and computes the gradients of the
 input and of every parameter (`torch.autograd.grad`, so nothing accumulates into `.grad`). Shapes: the paper's (B=24, T=400,
@@ -26,7 +28,7 @@ from torch import nn
 
 from common import compare, machine, table
 from qrnn.modules.qrnn import QRNNLayer
-from qrnn.ops import causal_conv, qrnn_conv_pool
+from qrnn.ops import causal_conv, conv, qrnn_conv_pool
 
 
 def measure(T: int, B: int, I: int, H: int, window: int = 2,
@@ -51,6 +53,13 @@ def measure(T: int, B: int, I: int, H: int, window: int = 2,
         h, _ = qrnn_conv_pool(gates, bias, None, "fo", 1, backend="python")
         torch.autograd.grad(h, [x, weight, bias], grad)
 
+    def run_mkl():
+        saved, conv.ONEDNN_MIN_ROWS = conv.ONEDNN_MIN_ROWS, 2**62
+        try:
+            run_layer()
+        finally:
+            conv.ONEDNN_MIN_ROWS = saved
+
     gates_grad = torch.randn(T, B, weight.shape[0] // window, device=device)
 
     def run_matmul():
@@ -59,7 +68,7 @@ def measure(T: int, B: int, I: int, H: int, window: int = 2,
 
     sync = torch.cuda.synchronize if device == "cuda" else None
     return compare({"lstm": run_lstm, "layer": run_layer, "fused": run_fused,
-                    "matmul": run_matmul}, sync=sync)
+                    "mkl": run_mkl, "matmul": run_matmul}, sync=sync)
 
 
 def main() -> None:
@@ -74,13 +83,15 @@ def main() -> None:
     rows = []
     for T, B in shapes:
         m = measure(T, B, I, H, device=args.device)
-        rows.append([T, B, m["lstm"] * 1e3, m["layer"] * 1e3, m["fused"] * 1e3,
+        rows.append([T, B, m["lstm"] * 1e3, m["layer"] * 1e3, m["fused"] * 1e3, m["mkl"] * 1e3,
                      m["matmul"] * 1e3, m["lstm"] / m["layer"], m["layer"] / m["matmul"],
-                     m["fused"] / m["layer"]])
+                     m["fused"] / m["layer"], m["mkl"] / m["layer"]])
     print(f"## One layer, forward + backward, I={I} H={H} window=2 fo-pooling, float32\n")
     print(machine() + "\n")
-    print(table(["T", "B", "LSTM ms", "QRNN layer ms", "python-loop layer ms", "matmul ms",
-                 "LSTM / layer (speed-up)", "layer / matmul", "python loop / layer"], rows))
+    print(table(["T", "B", "LSTM ms", "QRNN layer ms", "python-loop layer ms", "MKL layer ms",
+                 "matmul ms",
+                 "LSTM / layer (speed-up)", "layer / matmul", "python loop / layer",
+                 "MKL products / layer"], rows))
 
 
 if __name__ == "__main__":

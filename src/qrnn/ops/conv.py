@@ -10,9 +10,11 @@ the same trick transposed: dx[:T-j] += dgates[j:] W_j and dW_j = dgates[j:]^T x[
 with one product over [context; x] against all k taps at once, the output and its gradient are
 k times smaller (G*H columns instead of k*G*H), which is what the layer's time was going into.
 
-On CPU in float32 from `ONEDNN_MIN_ROWS` rows T*B, the forward runs instead as oneDNN's 2-D
-convolution over a channels-last view of the same memory (`_forward_onednn`), which was faster
-here; the backward is always the matrix products. A non-contiguous x is made contiguous once.
+On CPU in float32 from `ONEDNN_MIN_ROWS` rows T*B, the same products run through oneDNN, whose
+AVX-512 kernels were about twice as fast as MKL's sgemm on this project's AMD CPU: the forward
+as a 2-D convolution over a channels-last view of the same memory (`_forward_onednn`), dx as
+the convolution that looks k-1 steps ahead (`_grad_input_onednn`), dW_j through oneDNN's
+inner-product weight gradient (`_grad_weight_onednn`). A non-contiguous x is made contiguous once.
 Under `torch.autocast` the inputs are cast to the autocast dtype first, as `F.linear` does.
 
 Registered as the custom ops `qrnn::causal_conv` / `qrnn::causal_conv_backward` (`library.py`),
@@ -64,11 +66,24 @@ def causal_conv_ref(x: Tensor, weight: Tensor, context: Tensor | None = None,
     return sum(F.linear(padded[k - 1 - j:k - 1 - j + T], taps[j]) for j in range(k))
 
 
-# Rows T*B from which the CPU forward runs as oneDNN's convolution instead (`_forward_onednn`):
-# at the paper's shape (B=24, T=400) it took 43 ms against 49 ms for the k products (I=300) and
-# 119 against 146 ms (I=868); for one review (B=1, T=230, below this threshold) it was no faster.
-# The backward stays matrix products (oneDNN's convolution backward was 1.3-2x slower here).
-ONEDNN_MIN_ROWS = 4096
+# Rows T*B from which CPU float32 products run through oneDNN (`_use_onednn`). On this
+# project's AMD CPU, MKL's sgemm (what torch.mm calls) ran at about half the speed of oneDNN's
+# AVX-512 kernels, at every shape that matters here; below a couple of hundred rows oneDNN's
+# fixed cost per call wins instead (one review of 230 tokens: forward 2.0 ms vs 3.1 ms at I=868;
+# 64 rows: 1.16 vs 0.95 ms). `benchmarks/bench_layer.py` prints both paths side by side.
+ONEDNN_MIN_ROWS = 200
+
+
+def _onednn_available(x: Tensor) -> bool:
+    """oneDNN serves CPU float32 (the dtype its AVX-512 kernels were measured for here) while
+    the user has not switched it off (`torch.backends.mkldnn.enabled`)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def _use_onednn(x: Tensor, weight: Tensor) -> bool:
+    T, B, I = x.shape
+    return _onednn_available(x) and T * B >= ONEDNN_MIN_ROWS and I > 0 and weight.shape[0] > 0
 
 
 def _forward_onednn(x: Tensor, weight: Tensor, window: int) -> Tensor:
@@ -77,32 +92,58 @@ def _forward_onednn(x: Tensor, weight: Tensor, window: int) -> Tensor:
     Read without a copy, x is the channels-last image (N=1, H=T, W=B, C=I); the kernel is
     (k, 1) over time with k-1 rows of zero padding above, so output row t sees rows t-k+1..t.
     """
-    T, B, I = x.shape
     k, C = window, weight.shape[0] // window
     image = x.unsqueeze(0).permute(0, 3, 1, 2)  # (1, I, T, B), channels-last strides
-    kernel = weight.view(k, C, I).flip(0).permute(1, 2, 0).unsqueeze(-1)  # (C, I, k, 1)
-    out = F.conv2d(image, kernel.contiguous(memory_format=torch.channels_last),
-                   padding=(k - 1, 0))  # (1, C, T+k-1, B); the last k-1 rows see the padding below
-    return out[:, :, :T].permute(0, 2, 3, 1)[0].contiguous()  # (T, B, C), no copy if channels-last
+    kernel = weight.view(k, C, x.shape[2]).flip(0).permute(1, 2, 0).unsqueeze(-1)  # (C, I, k, 1)
+    with torch.autocast("cpu", enabled=False):  # output dtype = x's, as the fake says
+        out = F.conv2d(image, kernel.contiguous(memory_format=torch.channels_last),
+                       padding=(k - 1, 0))  # (1, C, T+k-1, B); the last k-1 rows see padding
+    return out[:, :, :x.shape[0]].permute(0, 2, 3, 1)[0]  # (T, B, C), contiguous strides
+
+
+def _grad_input_onednn(dgates: Tensor, weight: Tensor, window: int, I: int) -> Tensor:
+    """dgates (T, B, C) contiguous -> dx (T, B, I), dx_t = sum_j W_j^T dgates_{t+j}: the
+    transposed convolution is itself a convolution, looking k-1 steps ahead instead of back,
+    so it runs as oneDNN's forward convolution too (its backward-data primitive was slower)."""
+    k, C = window, weight.shape[0] // window
+    image = dgates.unsqueeze(0).permute(0, 3, 1, 2)  # (1, C, T, B), channels-last strides
+    kernel = weight.view(k, C, I).permute(2, 1, 0).unsqueeze(-1)  # (I, C, k, 1), [m] = W_m^T
+    with torch.autocast("cpu", enabled=False):
+        out = F.conv2d(image, kernel.contiguous(memory_format=torch.channels_last),
+                       padding=(k - 1, 0))  # (1, I, T+k-1, B); row k-1+t is dx_t
+    return out[:, :, k - 1:].permute(0, 2, 3, 1)[0]  # (T, B, I), contiguous strides
+
+
+def _grad_weight_onednn(g: Tensor, x: Tensor) -> Tensor:
+    """g (N, C), x (N, I) contiguous float32 -> g^T x (C, I): the weight gradient of a 1x1
+    convolution over the N rows, through oneDNN's backward-weights primitive on channels-last
+    views of the same memory (no copies)."""
+    (N, C), I = g.shape, x.shape[1]
+    image = x.view(1, N, 1, I).permute(0, 3, 1, 2)  # (1, I, N, 1) channels-last
+    grad_out = g.view(1, N, 1, C).permute(0, 3, 1, 2)  # (1, C, N, 1)
+    like = x.new_empty(C, I, 1, 1).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", enabled=False):
+        _, dweight, _ = torch.ops.aten.convolution_backward(
+            grad_out, image, like, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            [False, True, False])
+    return dweight.view(C, I)
 
 
 def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> Tensor:
-    """The fast path (any device). x (T, B, I) contiguous -> gates (T, B, C)."""
+    """The fast path (any device). x (T, B, I) contiguous -> gates (T, B, C) (contiguous strides)."""
     T, B, I = x.shape
-    if (context is None and window > 1 and x.device.type == "cpu" and x.dtype == torch.float32
-            and T * B >= ONEDNN_MIN_ROWS and I > 0 and weight.shape[0] > 0
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-        with torch.autocast("cpu", enabled=False):  # output dtype = x's, as the fake says
-            return _forward_onednn(x, weight, window)
     k, C = window, weight.shape[0] // window
     taps = weight.view(k, C, I)
-    out = x.new_empty(T, B, C)
-    rows, flat = out.view(T * B, C), x.reshape(T * B, I)  # both contiguous
-    torch.mm(flat, taps[0].t(), out=rows)
-    for j in range(1, k):
-        if T > j:  # steps t >= j read x_{t-j} from x itself
+    if _use_onednn(x, weight):
+        out = _forward_onednn(x, weight, window)
+    else:
+        out = x.new_empty(T, B, C)
+        rows, flat = out.view(T * B, C), x.reshape(T * B, I)  # both contiguous
+        torch.mm(flat, taps[0].t(), out=rows)
+        for j in range(1, min(k, T)):  # steps t >= j read x_{t-j} from x itself
             rows[j * B:].addmm_(flat[:(T - j) * B], taps[j].t())
-        if context is not None:  # steps t < j read it from the context
+    if context is not None:  # steps t < j read x_{t-j} from the context
+        for j in range(1, k):
             n = min(j, T)
             out[:n].view(n * B, C).addmm_(context[k - 1 - j:k - 1 - j + n].reshape(n * B, I),
                                           taps[j].t())
@@ -110,16 +151,19 @@ def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int)
 
 
 def new_grad_input(x: Tensor) -> Tensor:
-    """An uninitialised (T, B, I) tensor for x's gradient. On CPU its rows start every 64 bytes
-    (it is a view of a (T, B, I') buffer, I' = I rounded up): MKL's product into rows of 300
-    float32 ran at 113 GFLOP/s against 168 for 304, as it splits cache lines (measured here,
-    dx of one layer at the paper's shape: 77 ms -> 58 ms). So `torch.autograd.grad` can return
-    x's gradient as that strided view (a leaf's `.grad` is contiguous: autograd copies it).
-    Used by the fake implementation too, so that traced graphs see the same strides."""
+    """An uninitialised (T, B, I) tensor with the strides of x's gradient from `conv_backward`.
+
+    Where oneDNN serves x's dtype and device (`_onednn_available`), contiguous strides: what its
+    convolution returns, and what the products below its threshold then write into. Elsewhere on
+    CPU the rows start every 64 bytes (a view of a (T, B, I') buffer, I' = I rounded up): MKL's
+    product into rows of 300 float32 ran at 113 GFLOP/s against 168 for 304, as it splits cache
+    lines. The choice depends on dtype and device only, never on the sizes, so the fake
+    implementation (which calls this too) gives traced graphs the real strides with no guard on
+    the batch or the length."""
     T, B, I = x.shape
     per_line = max(1, 64 // x.element_size())
     padded = -(-I // per_line) * per_line
-    if x.device.type != "cpu" or padded == I:
+    if x.device.type != "cpu" or padded == I or _onednn_available(x):
         return x.new_empty(T, B, I)
     return x.new_empty(T, B, padded)[:, :, :I]
 
@@ -133,20 +177,25 @@ def conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Tensor | N
     k, C = window, weight.shape[0] // window
     taps = weight.view(k, C, I)
     g, flat = dgates.contiguous().view(T * B, C), x.reshape(T * B, I)
+    onednn = _use_onednn(x, weight)
     dx, dweight, dcontext = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # distinct tensors
-    if need_x:
+    if need_x and onednn:
+        dx = _grad_input_onednn(g.view(T, B, C), weight, window, I)
+    elif need_x:
         dx = new_grad_input(x)
-        dx_rows = dx.view(T * B, I)  # (T*B, I) with the row stride of the padded buffer
+        dx_rows = dx.view(T * B, I)  # (T*B, I) with the row stride of dx's buffer
         torch.mm(g, taps[0], out=dx_rows)
         for j in range(1, min(k, T)):
             dx_rows[:(T - j) * B].addmm_(g[j * B:], taps[j])
     if need_weight:
         dweight = weight.new_empty(k, C, I)
         for j in range(k):
-            if T > j:
-                torch.mm(g[j * B:].t(), flat[:(T - j) * B], out=dweight[j])
-            else:  # tap j reaches no step of x
+            if T <= j:  # tap j reaches no step of x
                 dweight[j].zero_()
+            elif onednn:
+                dweight[j] = _grad_weight_onednn(g[j * B:], flat[:(T - j) * B])
+            else:
+                torch.mm(g[j * B:].t(), flat[:(T - j) * B], out=dweight[j])
             if context is not None and j > 0:
                 n = min(j, T)
                 dweight[j].addmm_(g[:n * B].t(),
