@@ -93,11 +93,13 @@ def _forward_onednn(x: Tensor, weight: Tensor, window: int) -> Tensor:
     (k, 1) over time with k-1 rows of zero padding above, so output row t sees rows t-k+1..t.
     """
     k, C = window, weight.shape[0] // window
+    taps = weight.view(k, C, x.shape[2])
     image = x.unsqueeze(0).permute(0, 3, 1, 2)  # (1, I, T, B), channels-last strides
-    kernel = weight.view(k, C, x.shape[2]).flip(0).permute(1, 2, 0).unsqueeze(-1)  # (C, I, k, 1)
+    # kernel position m (of k, oldest first) is tap k-1-m; built channels-last in one copy
+    kernel = torch.stack([taps[k - 1 - m] for m in range(k)], dim=1)  # (C, k, I)
+    kernel = kernel.unsqueeze(2).permute(0, 3, 1, 2)  # (C, I, k, 1), channels-last strides
     with torch.autocast("cpu", enabled=False):  # output dtype = x's, as the fake says
-        out = F.conv2d(image, kernel.contiguous(memory_format=torch.channels_last),
-                       padding=(k - 1, 0))  # (1, C, T+k-1, B); the last k-1 rows see padding
+        out = F.conv2d(image, kernel, padding=(k - 1, 0))  # (1, C, T+k-1, B); last k-1 rows: padding
     return out[:, :, :x.shape[0]].permute(0, 2, 3, 1)[0]  # (T, B, C), contiguous strides
 
 
