@@ -6,7 +6,8 @@ Contenders, measured side by side under `torch.inference_mode()`, eval mode, flo
     lstm          the same classifier built from nn.LSTM layers (rnn="lstm")
     qrnn matmuls  only the QRNN classifier's matrix products: each layer's convolution
                   (`causal_conv`, k products) and the head (the floor the QRNN can approach)
-Contenders are timed interleaved (`common.compare`).
+Contenders are timed interleaved (`common.compare`), each warm (`rewarm`: run once untimed
+right before each timed run, as when one model serves review after review).
 
     .venv/bin/python benchmarks/bench_inference.py [--tokens 230] [--vocab 20000]
 """
@@ -48,7 +49,7 @@ def main() -> None:
         logits = {rnn: m(ids, lengths) for rnn, m in models.items()}
         assert all(torch.isfinite(v).all() for v in logits.values())
         fns = {rnn: (lambda m=m: m(ids, lengths)) for rnn, m in models.items()}
-        times = compare({**fns, "matmul": matmuls}, repeat=60, warmup=5)
+        times = compare({**fns, "matmul": matmuls}, repeat=60, warmup=5, rewarm=True)
     rows = [["QRNN classifier", times["qrnn"] * 1e3, 1.0, times["qrnn"] / times["matmul"]],
             ["LSTM classifier", times["lstm"] * 1e3, times["lstm"] / times["qrnn"], ""],
             ["QRNN matmuls only", times["matmul"] * 1e3, "", 1.0]]

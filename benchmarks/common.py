@@ -71,13 +71,17 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 2,
 
 
 def compare(fns: dict[str, Callable[[], object]], repeat: int = 7, warmup: int = 2,
-            budget_s: float = 60.0, sync: Callable[[], object] | None = None) -> dict[str, float]:
+            budget_s: float = 60.0, sync: Callable[[], object] | None = None,
+            rewarm: bool = False) -> dict[str, float]:
     """Median wall-clock seconds of each fn, timed *interleaved*: every round runs each
     contender once, in turn, so a slow spell of a shared machine hits all of them alike (timing
     them one after another let such spells land on one contender). Fewer rounds if one round
     is long (at least 3), so that the whole comparison stays within about `budget_s`.
     `sync` (e.g. torch.cuda.synchronize) runs before each clock reading, so that asynchronous
-    device work is counted where it was launched."""
+    device work is counted where it was launched. `rewarm`: each contender also runs once,
+    untimed, right before each timed run, so that it is timed with its own weights in the
+    caches, as when one model serves request after request (for one review, the contender run
+    right after another model was measured ~5% slower than when run twice in a row)."""
     sync = sync or (lambda: None)
     for _ in range(max(1, warmup)):  # at least one round, which also sizes the rest
         sync()
@@ -90,6 +94,8 @@ def compare(fns: dict[str, Callable[[], object]], repeat: int = 7, warmup: int =
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            if rewarm:
+                fn()
             sync()
             start = time.perf_counter()
             fn()

@@ -286,6 +286,33 @@ def test_causal_conv_matches_reference(T, B, I, C, window, with_context, strided
         _assert_close(name, g, w, dtype)
 
 
+@pytest.mark.parametrize("window,with_context", [(1, False), (2, False), (2, True), (3, True)])
+def test_causal_conv_onednn_path_runs_and_its_result_can_be_changed_in_place(window, with_context):
+    """From ONEDNN_MIN_ROWS rows, CPU float32 runs oneDNN's primitives (for one small image too,
+    which F.conv2d's own choice would skip); the result is no view, so in-place ops work."""
+    from torch.profiler import profile
+
+    from qrnn.ops import conv
+
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        pytest.skip("oneDNN is not available")
+    x = torch.randn(conv.ONEDNN_MIN_ROWS, 1, 5, requires_grad=True)
+    w = torch.randn(window * 4, 5, requires_grad=True)
+    context = torch.randn(window - 1, 1, 5) if with_context else None
+    with profile() as prof:
+        gates = causal_conv(x, w, context, window)
+        gates += torch.arange(4.0)  # as a bias added in place
+        gates.square().sum().backward()
+    ops_run = {e.key for e in prof.key_averages()}
+    assert "aten::mkldnn_convolution" in ops_run  # forward and dx
+    want = causal_conv_ref(x.double(), w.double(),
+                           None if context is None else context.double(), window)
+    want = want + torch.arange(4.0, dtype=torch.float64)
+    dx, dw = torch.autograd.grad(want.square().sum(), [x, w])  # through the double casts
+    torch.testing.assert_close(x.grad, dx.float(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(w.grad, dw.float(), rtol=1e-5, atol=1e-4)
+
+
 def test_causal_conv_gradcheck_and_opcheck():
     from qrnn.ops import library
 

@@ -32,8 +32,9 @@ _TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to serve every block from its heap and keep freed ones for reuse.
 
-    A thread whose own arena cannot grow falls back to the main arena (glibc's arena retry),
-    so disabling mmap never makes an allocation fail while memory is left.
+    This holds for the main thread's heap, where PyTorch's CPU work for the calling thread
+    allocates. Threads with arenas of their own still get an mmap for a block their arena cannot
+    hold (seen with glibc 2.36: 400 MiB in another thread), so nothing fails, it is only not kept.
 
     Returns True if the setting was applied; False (and changes nothing) when not on Linux with
     glibc, or when `$QRNN_KEEP_FREED_MEMORY` is "0".

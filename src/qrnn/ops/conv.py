@@ -86,6 +86,20 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
     return _onednn_available(x) and T * B >= ONEDNN_MIN_ROWS and I > 0 and weight.shape[0] > 0
 
 
+def _unviewed(view: Tensor) -> Tensor:
+    """The same sizes, strides and memory as `view`, as a tensor that is not a view: the op's
+    result must not be one, or autograd forbids changing it in place (`gates += bias`)."""
+    return view.new_empty(0).set_(view.untyped_storage(), view.storage_offset(), view.shape,
+                                  view.stride())
+
+
+def _conv_onednn(image: Tensor, kernel: Tensor, k: int) -> Tensor:
+    """oneDNN's convolution, called directly: F.conv2d's own choice skips oneDNN for one small
+    image (20,480 elements or fewer) and for 1x1 kernels on one thread. Padding k-1 above and below."""
+    with torch.autocast("cpu", enabled=False):  # output dtype = input's, as the fake says
+        return torch.mkldnn_convolution(image, kernel, None, [k - 1, 0], [1, 1], [1, 1], 1)
+
+
 def _forward_onednn(x: Tensor, weight: Tensor, window: int) -> Tensor:
     """x (T, B, I) contiguous float32 on CPU -> (T, B, C): the same convolution as a 2-D one.
 
@@ -98,9 +112,8 @@ def _forward_onednn(x: Tensor, weight: Tensor, window: int) -> Tensor:
     # kernel position m (of k, oldest first) is tap k-1-m; built channels-last in one copy
     kernel = torch.stack([taps[k - 1 - m] for m in range(k)], dim=1)  # (C, k, I)
     kernel = kernel.unsqueeze(2).permute(0, 3, 1, 2)  # (C, I, k, 1), channels-last strides
-    with torch.autocast("cpu", enabled=False):  # output dtype = x's, as the fake says
-        out = F.conv2d(image, kernel, padding=(k - 1, 0))  # (1, C, T+k-1, B); last k-1 rows: padding
-    return out[:, :, :x.shape[0]].permute(0, 2, 3, 1)[0]  # (T, B, C), contiguous strides
+    out = _conv_onednn(image, kernel, k)  # (1, C, T+k-1, B); the last k-1 rows see padding
+    return _unviewed(out[:, :, :x.shape[0]].permute(0, 2, 3, 1)[0])  # (T, B, C), contiguous
 
 
 def _grad_input_onednn(dgates: Tensor, weight: Tensor, window: int, I: int) -> Tensor:
@@ -110,16 +123,17 @@ def _grad_input_onednn(dgates: Tensor, weight: Tensor, window: int, I: int) -> T
     k, C = window, weight.shape[0] // window
     image = dgates.unsqueeze(0).permute(0, 3, 1, 2)  # (1, C, T, B), channels-last strides
     kernel = weight.view(k, C, I).permute(2, 1, 0).unsqueeze(-1)  # (I, C, k, 1), [m] = W_m^T
-    with torch.autocast("cpu", enabled=False):
-        out = F.conv2d(image, kernel.contiguous(memory_format=torch.channels_last),
-                       padding=(k - 1, 0))  # (1, I, T+k-1, B); row k-1+t is dx_t
-    return out[:, :, k - 1:].permute(0, 2, 3, 1)[0]  # (T, B, I), contiguous strides
+    out = _conv_onednn(image, kernel.contiguous(memory_format=torch.channels_last), k)
+    return out[:, :, k - 1:].permute(0, 2, 3, 1)[0]  # (T, B, I), contiguous strides: row k-1+t
 
 
 def _grad_weight_onednn(g: Tensor, x: Tensor) -> Tensor:
     """g (N, C), x (N, I) contiguous float32 -> g^T x (C, I): the weight gradient of a 1x1
     convolution over the N rows, through oneDNN's backward-weights primitive on channels-last
-    views of the same memory (no copies)."""
+    views of the same memory (no copies). Measured as fast as oneDNN's inner-product weight
+    gradient, which takes oneDNN tensors (two copies). PyTorch picks the primitive: for a small
+    x (20,480 elements or fewer) or on one thread it is its own im2col + sgemm, the products'
+    speed before oneDNN."""
     (N, C), I = g.shape, x.shape[1]
     image = x.view(1, N, 1, I).permute(0, 3, 1, 2)  # (1, I, N, 1) channels-last
     grad_out = g.view(1, N, 1, C).permute(0, 3, 1, 2)  # (1, C, N, 1)
