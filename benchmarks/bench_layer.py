@@ -7,10 +7,11 @@ Contenders, measured side by side:
                   on the default CPU backend (numba)
     python loop   the same layer with the op's "python" backend (a time loop of torch ops with a
                   hand-written backward): the baseline the kernels replace
-    mkl layer     the same layer with its products on torch.mm (MKL's sgemm) instead of oneDNN
-                  (`conv.ONEDNN_MIN_ROWS` set out of reach): the path before oneDNN took them
-    matmul floor  the layer's convolution alone (`causal_conv`: its matrix products, through
-                  oneDNN at these sizes), forward + backward
+    other layer   the same layer with its CPU products on the library not chosen for this CPU
+                  (`conv.cpu_products`: oneDNN where PyTorch runs AVX-512 code, else MKL's
+                  sgemm through torch.mm), to show what the choice is worth here
+    matmul floor  the layer's convolution alone (`causal_conv`: its matrix products, on the
+                  chosen library), forward + backward
 Contenders are timed interleaved (`common.compare`), so a slow spell hits all of them alike.
 Each gets a random upstream gradient on its output (T, B, H) and computes the gradients of the
 input and of every parameter (`torch.autograd.grad`, so nothing accumulates into `.grad`). Shapes: the paper's (B=24, T=400,
@@ -22,6 +23,7 @@ I=300, H=256), then a sweep over T at B=24 and over B at T=400.
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from torch import nn
@@ -29,6 +31,11 @@ from torch import nn
 from common import compare, machine, table
 from qrnn.modules.qrnn import QRNNLayer
 from qrnn.ops import causal_conv, conv, qrnn_conv_pool
+
+
+def other_products() -> str:
+    """The CPU products library that `conv.cpu_products` did not choose."""
+    return "mkl" if conv.cpu_products() == "onednn" else "onednn"
 
 
 def measure(T: int, B: int, I: int, H: int, window: int = 2,
@@ -53,12 +60,16 @@ def measure(T: int, B: int, I: int, H: int, window: int = 2,
         h, _ = qrnn_conv_pool(gates, bias, None, "fo", 1, backend="python")
         torch.autograd.grad(h, [x, weight, bias], grad)
 
-    def run_mkl():
-        saved, conv.ONEDNN_MIN_ROWS = conv.ONEDNN_MIN_ROWS, 2**62
+    def run_other():
+        saved = os.environ.get(conv.PRODUCTS_ENV)
+        os.environ[conv.PRODUCTS_ENV] = other_products()
         try:
             run_layer()
         finally:
-            conv.ONEDNN_MIN_ROWS = saved
+            if saved is None:
+                del os.environ[conv.PRODUCTS_ENV]
+            else:
+                os.environ[conv.PRODUCTS_ENV] = saved
 
     gates_grad = torch.randn(T, B, weight.shape[0] // window, device=device)
 
@@ -68,7 +79,7 @@ def measure(T: int, B: int, I: int, H: int, window: int = 2,
 
     sync = torch.cuda.synchronize if device == "cuda" else None
     return compare({"lstm": run_lstm, "layer": run_layer, "fused": run_fused,
-                    "mkl": run_mkl, "matmul": run_matmul}, sync=sync)
+                    "other": run_other, "matmul": run_matmul}, sync=sync)
 
 
 def main() -> None:
@@ -83,15 +94,16 @@ def main() -> None:
     rows = []
     for T, B in shapes:
         m = measure(T, B, I, H, device=args.device)
-        rows.append([T, B, m["lstm"] * 1e3, m["layer"] * 1e3, m["fused"] * 1e3, m["mkl"] * 1e3,
+        rows.append([T, B, m["lstm"] * 1e3, m["layer"] * 1e3, m["fused"] * 1e3, m["other"] * 1e3,
                      m["matmul"] * 1e3, m["lstm"] / m["layer"], m["layer"] / m["matmul"],
-                     m["fused"] / m["layer"], m["mkl"] / m["layer"]])
+                     m["fused"] / m["layer"], m["other"] / m["layer"]])
     print(f"## One layer, forward + backward, I={I} H={H} window=2 fo-pooling, float32\n")
     print(machine() + "\n")
-    print(table(["T", "B", "LSTM ms", "QRNN layer ms", "python-loop layer ms", "MKL layer ms",
-                 "matmul ms",
+    other = other_products()
+    print(table(["T", "B", "LSTM ms", "QRNN layer ms", "python-loop layer ms",
+                 f"layer on {other} ms", "matmul ms",
                  "LSTM / layer (speed-up)", "layer / matmul", "python loop / layer",
-                 "MKL products / layer"], rows))
+                 f"{other} / layer"], rows))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from qrnn.memory import keep_freed_memory
+from qrnn.ops import conv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,8 @@ def machine() -> str:
     return (f"machine: {platform.platform()}, CPU: {cpu_name()} ({os.cpu_count()} logical){gpu}, "
             f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
             f"commit {commit()}, load average at start {os.getloadavg()[0]:.2f}, "
-            f"malloc: {malloc}")
+            f"malloc: {malloc}, CPU code: {torch.backends.cpu.get_cpu_capability()}, "
+            f"CPU products: {conv.cpu_products()}")
 
 
 def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 2,

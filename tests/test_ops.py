@@ -260,6 +260,7 @@ def test_causal_conv_matches_reference(T, B, I, C, window, with_context, strided
     # "onednn": the CPU float32 forward through oneDNN's convolution at every size (it serves
     # calls without context and window > 1; the others take the matrix products anyway)
     monkeypatch.setattr(conv, "ONEDNN_MIN_ROWS", 0 if forward == "onednn" else 2**62)
+    monkeypatch.setenv(conv.PRODUCTS_ENV, "onednn" if forward == "onednn" else "mkl")
     gen = torch.Generator().manual_seed(hash((T, B, I, C, window)) % 2**31)
     x = torch.randn(T, B, I, generator=gen, dtype=torch.float64).to(dtype)
     weight = torch.randn(window * C, I, generator=gen, dtype=torch.float64).to(dtype)
@@ -287,15 +288,18 @@ def test_causal_conv_matches_reference(T, B, I, C, window, with_context, strided
 
 
 @pytest.mark.parametrize("window,with_context", [(1, False), (2, False), (2, True), (3, True)])
-def test_causal_conv_onednn_path_runs_and_its_result_can_be_changed_in_place(window, with_context):
-    """From ONEDNN_MIN_ROWS rows, CPU float32 runs oneDNN's primitives (for one small image too,
-    which F.conv2d's own choice would skip); the result is no view, so in-place ops work."""
+def test_causal_conv_onednn_path_runs_and_its_result_can_be_changed_in_place(window, with_context,
+                                                                             monkeypatch):
+    """From ONEDNN_MIN_ROWS rows, CPU float32 runs oneDNN's primitives where they are chosen (for
+    one small image too, which F.conv2d's own choice would skip); the result is no view, so
+    in-place ops work."""
     from torch.profiler import profile
 
     from qrnn.ops import conv
 
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         pytest.skip("oneDNN is not available")
+    monkeypatch.setenv(conv.PRODUCTS_ENV, "onednn")
     x = torch.randn(conv.ONEDNN_MIN_ROWS, 1, 5, requires_grad=True)
     w = torch.randn(window * 4, 5, requires_grad=True)
     context = torch.randn(window - 1, 1, 5) if with_context else None
@@ -311,6 +315,44 @@ def test_causal_conv_onednn_path_runs_and_its_result_can_be_changed_in_place(win
     dx, dw = torch.autograd.grad(want.square().sum(), [x, w])  # through the double casts
     torch.testing.assert_close(x.grad, dx.float(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(w.grad, dw.float(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("setting,avx512,want", [
+    (None, True, "onednn"), (None, False, "mkl"), ("auto", True, "onednn"), ("", False, "mkl"),
+    ("mkl", True, "mkl"), ("onednn", False, "onednn")])
+def test_cpu_products_choice_by_setting_and_cpu(setting, avx512, want, monkeypatch):
+    """auto (or unset): oneDNN where PyTorch runs AVX-512 code, MKL elsewhere; names win; the
+    MKL choice runs no oneDNN convolution and gives dx the padded rows of `new_grad_input`."""
+    from torch.profiler import profile
+
+    from qrnn.ops import conv
+
+    monkeypatch.setattr(conv, "_has_avx512", lambda: avx512)
+    if setting is None:
+        monkeypatch.delenv(conv.PRODUCTS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(conv.PRODUCTS_ENV, setting)
+    assert conv.cpu_products() == want
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return
+    x = torch.randn(conv.ONEDNN_MIN_ROWS, 2, 300, requires_grad=True)
+    w = torch.randn(2 * 8, 300, requires_grad=True)
+    with profile() as prof:
+        gates = causal_conv(x, w, None, 2)
+        (dx,) = torch.autograd.grad(gates.square().sum(), [x])
+    ran = "aten::mkldnn_convolution" in {e.key for e in prof.key_averages()}
+    assert ran == (want == "onednn")
+    assert dx.stride() == ((2 * 300, 300, 1) if want == "onednn" else (2 * 304, 304, 1))
+    (want_dx,) = torch.autograd.grad(causal_conv_ref(x, w, None, 2).square().sum(), [x])
+    torch.testing.assert_close(dx, want_dx, rtol=1e-4, atol=1e-3)
+
+
+def test_cpu_products_bad_setting_is_a_clear_error(monkeypatch):
+    from qrnn.ops import conv
+
+    monkeypatch.setenv(conv.PRODUCTS_ENV, "blas")
+    with pytest.raises(ValueError, match=r"\$QRNN_CPU_PRODUCTS='blas': must be one of auto"):
+        causal_conv(torch.randn(300, 1, 4), torch.randn(4, 4), None, 1)
 
 
 def test_causal_conv_gradcheck_and_opcheck():

@@ -459,6 +459,7 @@ def test_cpu_autocast_runs_the_convolution_in_bfloat16(forward, monkeypatch):
     from qrnn.ops import conv
 
     monkeypatch.setattr(conv, "ONEDNN_MIN_ROWS", 0 if forward == "onednn" else 2**62)
+    monkeypatch.setenv(conv.PRODUCTS_ENV, "onednn" if forward == "onednn" else "mkl")
     torch.manual_seed(0)
     m = QRNN(16, 8, num_layers=2)
     x = torch.randn(64, 4, 16, requires_grad=True)

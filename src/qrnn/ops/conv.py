@@ -10,11 +10,14 @@ the same trick transposed: dx[:T-j] += dgates[j:] W_j and dW_j = dgates[j:]^T x[
 with one product over [context; x] against all k taps at once, the output and its gradient are
 k times smaller (G*H columns instead of k*G*H), which is what the layer's time was going into.
 
-On CPU in float32 from `ONEDNN_MIN_ROWS` rows T*B, the same products run through oneDNN, whose
-AVX-512 kernels were about twice as fast as MKL's sgemm on this project's AMD CPU: the forward
-as a 2-D convolution over a channels-last view of the same memory (`_forward_onednn`), dx as
-the convolution that looks k-1 steps ahead (`_grad_input_onednn`), dW_j through oneDNN's
-inner-product weight gradient (`_grad_weight_onednn`). A non-contiguous x is made contiguous once.
+On CPU in float32 from `ONEDNN_MIN_ROWS` rows T*B, on a CPU with AVX-512 (`cpu_products`), the
+same products run through oneDNN, whose AVX-512 kernels were about twice as fast as MKL's sgemm
+on an AMD Zen 5 CPU: the forward as a 2-D convolution over a channels-last view of the same
+memory (`_forward_onednn`), dx as the convolution that looks k-1 steps ahead
+(`_grad_input_onednn`), dW_j through oneDNN's 1x1-convolution weight gradient
+(`_grad_weight_onednn`). On an AVX2 CPU (AMD Zen 3) the same oneDNN calls were no faster
+forward and 3.4x slower for dW, so there the products stay on torch.mm. A non-contiguous x is
+made contiguous once.
 Under `torch.autocast` the inputs are cast to the autocast dtype first, as `F.linear` does.
 
 Registered as the custom ops `qrnn::causal_conv` / `qrnn::causal_conv_backward` (`library.py`),
@@ -22,6 +25,9 @@ so autograd, `torch.compile` and `torch.export` see one node. Any device.
 """
 
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 from torch import Tensor
@@ -66,19 +72,46 @@ def causal_conv_ref(x: Tensor, weight: Tensor, context: Tensor | None = None,
     return sum(F.linear(padded[k - 1 - j:k - 1 - j + T], taps[j]) for j in range(k))
 
 
-# Rows T*B from which CPU float32 products run through oneDNN (`_use_onednn`). On this
-# project's AMD CPU, MKL's sgemm (what torch.mm calls) ran at about half the speed of oneDNN's
-# AVX-512 kernels, at every shape that matters here; below a couple of hundred rows oneDNN's
-# fixed cost per call wins instead (one review of 230 tokens: forward 2.0 ms vs 3.1 ms at I=868;
-# 64 rows: 1.16 vs 0.95 ms). `benchmarks/bench_layer.py` prints both paths side by side.
+# Rows T*B from which CPU float32 products run through oneDNN (`_use_onednn`) where it is
+# chosen (`cpu_products`). On an AMD Zen 5 CPU, MKL's sgemm (what torch.mm calls) ran at about
+# half the speed of oneDNN's AVX-512 kernels, at every shape that matters here; below a couple
+# of hundred rows oneDNN's fixed cost per call wins instead (one review of 230 tokens: forward
+# 2.0 ms vs 3.1 ms at I=868; 64 rows: 1.16 vs 0.95 ms). `benchmarks/bench_layer.py` prints both
+# paths side by side.
 ONEDNN_MIN_ROWS = 200
+
+# Which library runs the CPU float32 products: "onednn", "mkl" (torch.mm), or "auto", the
+# default: oneDNN where PyTorch runs AVX-512 code, MKL elsewhere. Measured at the paper's shape
+# (products of one layer, forward / dx / dW, ms): AMD Zen 5 (AVX-512) MKL 25 / 25 / 23 vs oneDNN
+# 12 / 10.6 / 15; AMD Zen 3 (AVX2) MKL 56 / 60 / 63 vs oneDNN 56 / 59 / 189, and for one review
+# 4.6 vs 10.7 ms forward. Intel CPUs were not measured. Read on every call, so it can be changed
+# at run time; the choice never depends on sizes (see `new_grad_input`).
+PRODUCTS_ENV = "QRNN_CPU_PRODUCTS"
+PRODUCTS = ("auto", "onednn", "mkl")
+
+
+@functools.cache
+def _has_avx512() -> bool:
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def cpu_products() -> str:
+    """"onednn" or "mkl": the library chosen for CPU float32 products (`$QRNN_CPU_PRODUCTS`)."""
+    choice = os.environ.get(PRODUCTS_ENV) or "auto"
+    if choice not in PRODUCTS:
+        raise ValueError(f"${PRODUCTS_ENV}={choice!r}: must be one of {', '.join(PRODUCTS)} "
+                         "(or unset, which means auto)")
+    if choice == "auto":
+        return "onednn" if _has_avx512() else "mkl"
+    return choice
 
 
 def _onednn_available(x: Tensor) -> bool:
-    """oneDNN serves CPU float32 (the dtype its AVX-512 kernels were measured for here) while
-    the user has not switched it off (`torch.backends.mkldnn.enabled`)."""
+    """oneDNN serves CPU float32 (the dtype its kernels were measured for here) where it is
+    chosen (`cpu_products`) and the user has not switched it off (`torch.backends.mkldnn`)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and cpu_products() == "onednn")
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
@@ -169,11 +202,12 @@ def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int)
 def new_grad_input(x: Tensor) -> Tensor:
     """An uninitialised (T, B, I) tensor with the strides of x's gradient from `conv_backward`.
 
-    Where oneDNN serves x's dtype and device (`_onednn_available`), contiguous strides: what its
+    Where oneDNN serves x's dtype and device and is chosen (`_onednn_available`), contiguous
+    strides: what its
     convolution returns, and what the products below its threshold then write into. Elsewhere on
     CPU the rows start every 64 bytes (a view of a (T, B, I') buffer, I' = I rounded up): MKL's
     product into rows of 300 float32 ran at 113 GFLOP/s against 168 for 304, as it splits cache
-    lines. The choice depends on dtype and device only, never on the sizes, so the fake
+    lines. The choice depends on dtype, device and `cpu_products` only, never on the sizes, so the fake
     implementation (which calls this too) gives traced graphs the real strides with no guard on
     the batch or the length."""
     T, B, I = x.shape
