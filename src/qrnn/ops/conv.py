@@ -16,7 +16,7 @@ on an AMD Zen 5 CPU: the forward as a 2-D convolution over a channels-last view 
 memory (`_forward_onednn`), dx as the convolution that looks k-1 steps ahead
 (`_grad_input_onednn`), dW_j through oneDNN's 1x1-convolution weight gradient
 (`_grad_weight_onednn`). On an AVX2 CPU (AMD Zen 3) the same oneDNN calls were no faster
-forward and 3.4x slower for dW, so there the products stay on torch.mm. A non-contiguous x is
+forward and about 3x slower for dW, so there the products stay on torch.mm. A non-contiguous x is
 made contiguous once.
 Under `torch.autocast` the inputs are cast to the autocast dtype first, as `F.linear` does.
 
