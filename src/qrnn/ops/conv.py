@@ -85,7 +85,8 @@ ONEDNN_MIN_ROWS = 200
 # (products of one layer, forward / dx / dW, ms): AMD Zen 5 (AVX-512) MKL 25 / 25 / 23 vs oneDNN
 # 12 / 10.6 / 15; AMD Zen 3 (AVX2) MKL 56 / 60 / 63 vs oneDNN 56 / 59 / 189, and for one review
 # 4.6 vs 10.7 ms forward. Intel CPUs were not measured. Read on every call, so it can be changed
-# at run time; the choice never depends on sizes (see `new_grad_input`).
+# at run time: every path returns the same strides, so graphs traced under one choice run under
+# the other.
 PRODUCTS_ENV = "QRNN_CPU_PRODUCTS"
 PRODUCTS = ("auto", "onednn", "mkl")
 
@@ -109,9 +110,9 @@ def cpu_products() -> str:
 def _onednn_available(x: Tensor) -> bool:
     """oneDNN serves CPU float32 (the dtype its kernels were measured for here) where it is
     chosen (`cpu_products`) and the user has not switched it off (`torch.backends.mkldnn`)."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and cpu_products() == "onednn")
+    chosen = cpu_products() == "onednn"  # first, so that a bad setting is reported for any x
+    return (chosen and x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
@@ -199,21 +200,14 @@ def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int)
     return out
 
 
-def new_grad_input(x: Tensor) -> Tensor:
-    """An uninitialised (T, B, I) tensor with the strides of x's gradient from `conv_backward`.
-
-    Where oneDNN serves x's dtype and device and is chosen (`_onednn_available`), contiguous
-    strides: what its
-    convolution returns, and what the products below its threshold then write into. Elsewhere on
-    CPU the rows start every 64 bytes (a view of a (T, B, I') buffer, I' = I rounded up): MKL's
-    product into rows of 300 float32 ran at 113 GFLOP/s against 168 for 304, as it splits cache
-    lines. The choice depends on dtype, device and `cpu_products` only, never on the sizes, so the fake
-    implementation (which calls this too) gives traced graphs the real strides with no guard on
-    the batch or the length."""
+def _padded_rows(x: Tensor) -> Tensor:
+    """An uninitialised (T, B, I) buffer for dx on the torch.mm path. On CPU its rows start every
+    64 bytes (a view of a (T, B, I') buffer, I' = I rounded up): MKL's product into rows of 300
+    float32 ran at 113 GFLOP/s against 168 for 304, as it splits cache lines."""
     T, B, I = x.shape
     per_line = max(1, 64 // x.element_size())
     padded = -(-I // per_line) * per_line
-    if x.device.type != "cpu" or padded == I or _onednn_available(x):
+    if x.device.type != "cpu" or padded == I:
         return x.new_empty(T, B, I)
     return x.new_empty(T, B, padded)[:, :, :I]
 
@@ -222,7 +216,8 @@ def conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Tensor | N
                   window: int, need_x: bool, need_weight: bool,
                   need_context: bool) -> tuple[Tensor, Tensor, Tensor]:
     """dgates (T, B, C) -> dx (T, B, I), dweight (k*C, I), dcontext (k-1, B, I); each is an
-    empty tensor when not needed (custom ops cannot return None)."""
+    empty tensor when not needed (custom ops cannot return None). dx has contiguous strides on
+    every path (it may start at a storage offset)."""
     T, B, I = x.shape
     k, C = window, weight.shape[0] // window
     taps = weight.view(k, C, I)
@@ -232,11 +227,15 @@ def conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Tensor | N
     if need_x and onednn:
         dx = _grad_input_onednn(g.view(T, B, C), weight, window, I)
     elif need_x:
-        dx = new_grad_input(x)
+        dx = _padded_rows(x)
         dx_rows = dx.view(T * B, I)  # (T*B, I) with the row stride of dx's buffer
         torch.mm(g, taps[0], out=dx_rows)
         for j in range(1, min(k, T)):
             dx_rows[:(T - j) * B].addmm_(g[j * B:], taps[j])
+        # Contiguous whichever path ran: the fake implementation promises these strides, and a
+        # graph compiled under one library choice may run under the other (one copy, 0.2-0.4 ms
+        # at the paper's shape, against the ~30 ms the padded rows save MKL there).
+        dx = dx.contiguous()
     if need_weight:
         dweight = weight.new_empty(k, C, I)
         for j in range(k):
