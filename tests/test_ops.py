@@ -198,6 +198,35 @@ def test_forget_mult_matches_reference(backend, T, B, H, with_c0):
         _check_forget_mult(backend, T, B, H, dtype, with_c0, strided=dtype == torch.float32)
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_numba_float32_activations_accuracy_and_special_values(parallel, monkeypatch):
+    """The fused float32 forward's tanh and sigmoid (a rational function, `_tanh32`) against
+    float64 over a dense grid, in both compilations; inf saturates, NaN stays NaN (its clamps
+    are selects that keep NaN) so that a diverging model still shows NaN, as torch's would."""
+    from qrnn.ops import _numba_cpu
+
+    monkeypatch.setattr(_numba_cpu, "SERIAL_WORK", 0 if parallel else 2**62)
+    pos = torch.linspace(0, 12, 120_001)[1:]
+    grid = torch.cat([-pos.flip(0), torch.zeros(1), pos, torch.tensor(
+        [-0.0, 1e-30, -1e-30, 1e-6, 9.0, -9.0, 30.0, -30.0, 88.0, -88.0])])
+    special = torch.tensor([float("inf"), float("-inf"), float("nan")])
+    x = torch.cat([grid, special])
+    H = x.numel()
+    gates = torch.stack([x, x, x]).reshape(1, 1, 3 * H)  # z, f, o all = x
+    h, c, act = _numba_cpu.pool_forward(gates, None, None, "fo", 1)
+    tanh, sig = act[0, 0, :H].double(), act[0, 0, H:2 * H].double()
+    n = grid.numel()
+    want_tanh, want_sig = torch.tanh(grid.double()), torch.sigmoid(grid.double())
+    assert (tanh[:n] - want_tanh).abs().max() < 4e-7
+    assert (sig[:n] - want_sig).abs().max() < 2.5e-7
+    assert tanh[:n].abs().max() <= 1 and sig[:n].min() >= 0 and sig[:n].max() <= 1
+    assert tanh[n:n + 2].tolist() == [1.0, -1.0] and sig[n:n + 2].tolist() == [1.0, 0.0]
+    assert tanh[-1].isnan() and sig[-1].isnan() and h[0, 0, -1].isnan() and c[0, 0, -1].isnan()
+    # tanh is odd, and so is the approximation, exactly: no bias between signs
+    m = pos.numel()
+    assert torch.equal(act[0, 0, :m].flip(0), -act[0, 0, m + 1:2 * m + 1])
+
+
 def test_empty_sequence():
     y = torch.randn(0, 2, 6)
     h, c = qrnn_pool(y, None, "fo")
@@ -357,8 +386,8 @@ def test_cpu_products_bad_setting_is_a_clear_error(dtype, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")  # from torch.backends.mkldnn.flags
 @pytest.mark.parametrize("setting", ["onednn", "mkl", "no oneDNN"])
-@pytest.mark.parametrize("T,B,I,window,with_context", [(100, 2, 300, 2, False), (50, 3, 7, 3, True),
-                                                       (3, 1, 16, 1, False), (1, 2, 300, 2, True)])
+@pytest.mark.parametrize("T,B,I,window,with_context", [
+    (100, 2, 300, 2, False), (50, 3, 7, 3, True), (3, 1, 16, 1, False), (1, 2, 300, 2, True)])
 def test_causal_conv_real_strides_are_the_fake_ones(setting, T, B, I, window, with_context,
                                                      monkeypatch):
     """The fake implementations promise the strides of every path: a graph compiled under one
