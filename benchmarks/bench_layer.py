@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from unittest import mock
 
 import torch
 from torch import nn
@@ -61,15 +62,8 @@ def measure(T: int, B: int, I: int, H: int, window: int = 2,
         torch.autograd.grad(h, [x, weight, bias], grad)
 
     def run_other():
-        saved = os.environ.get(conv.PRODUCTS_ENV)
-        os.environ[conv.PRODUCTS_ENV] = other_products()
-        try:
+        with mock.patch.dict(os.environ, {conv.PRODUCTS_ENV: other_products()}):
             run_layer()
-        finally:
-            if saved is None:
-                del os.environ[conv.PRODUCTS_ENV]
-            else:
-                os.environ[conv.PRODUCTS_ENV] = saved
 
     gates_grad = torch.randn(T, B, weight.shape[0] // window, device=device)
 

@@ -107,17 +107,15 @@ def cpu_products() -> str:
     return choice
 
 
-def _onednn_available(x: Tensor) -> bool:
-    """oneDNN serves CPU float32 (the dtype its kernels were measured for here) where it is
-    chosen (`cpu_products`) and the user has not switched it off (`torch.backends.mkldnn`)."""
-    chosen = cpu_products() == "onednn"  # first, so that a bad setting is reported for any x
-    return (chosen and x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
-
-
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
+    """oneDNN serves CPU float32 (the dtype its kernels were measured for here) of at least
+    ONEDNN_MIN_ROWS rows, where it is chosen (`cpu_products`) and the user has not switched it
+    off (`torch.backends.mkldnn`)."""
+    chosen = cpu_products() == "onednn"  # first, so that a bad setting is reported for any x
     T, B, I = x.shape
-    return _onednn_available(x) and T * B >= ONEDNN_MIN_ROWS and I > 0 and weight.shape[0] > 0
+    return (chosen and x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and T * B >= ONEDNN_MIN_ROWS and I > 0 and weight.shape[0] > 0)
 
 
 def _unviewed(view: Tensor) -> Tensor:
