@@ -390,6 +390,40 @@ def test_dropout_is_between_layers_only():
     assert (first == 0).any() and not torch.equal(first, m2.eval()(x)[0][..., 3:7])
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_dense_stack_without_autograd_has_the_values_of_autograd(bidirectional, training,
+                                                                  with_lengths, monkeypatch):
+    """Without autograd a dense stack fills one output buffer in place, each layer reading its
+    input columns from it (no concatenation per layer); the values are the autograd path's, bit
+    for bit, dropout and streaming state included."""
+    m = make(num_layers=3, dense=True, bidirectional=bidirectional, dropout=0.5,
+             window=2).train(training)
+    x, lengths = randn(6, 3, 3), (torch.tensor([6, 2, 4]) if with_lengths else None)
+    state = not bidirectional  # streaming state: unidirectional only
+
+    def run():
+        torch.manual_seed(1)  # the same dropout and zoneout draws
+        out, h_n = m(x, lengths=lengths, return_state=state)
+        return [out, *(h_n if state else [h_n])]
+
+    want = run()  # autograd: the parameters need gradients
+    cats = []
+    cat = torch.cat
+    monkeypatch.setattr(torch, "cat", lambda *a, **k: (cats.append(1), cat(*a, **k))[1])
+    with torch.no_grad():
+        got = run()
+    # the reverse direction's outputs are joined to the forward's (one per layer)
+    assert len(cats) == (3 if bidirectional else 0) + (3 * state)  # + _last_inputs' context
+    assert not got[0].requires_grad and want[0].requires_grad
+    for g, w in zip(got, want):
+        if isinstance(w, torch.Tensor):
+            assert torch.equal(g, w)
+        else:  # the state's inputs (one tensor per layer)
+            assert all(torch.equal(a, b) for a, b in zip(g, w))
+
+
 # ----------------------------------------------------------------------------- gradients, compile, export
 
 

@@ -95,8 +95,17 @@ def _block(B: int, H: int, threads: int) -> int:
     return max(16, math.ceil(H / pieces))
 
 
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
+_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}  # the compute dtypes
+
+
+def _np(t: Tensor, dtype: torch.dtype) -> np.ndarray:
+    """t as a C-contiguous numpy array of `dtype`: the same memory where it already is one
+    (each conversion skipped when not needed, as a dozen calls per layer add up at batch 1)."""
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    if t.requires_grad:
+        t = t.detach()
+    return (t if t.is_contiguous() else t.contiguous()).numpy()
 
 
 @njit(inline="always", cache=True)
@@ -371,8 +380,9 @@ def _fm_bwd_kernel(f, z, c0, c, dc, blk, df, dz, dc0_out):  # pragma: no cover (
             dc0_out[b, h0 + j] = running[j]
 
 
-def _c0_or_zeros(c0: Tensor | None, B: int, H: int, dtype: torch.dtype) -> Tensor:
-    return torch.zeros(B, H, dtype=dtype) if c0 is None else c0.to(dtype).contiguous()
+def _c0_np(c0: Tensor | None, B: int, H: int, dtype: torch.dtype) -> np.ndarray:
+    """The initial cells as a (B, H) array of the compute dtype (float32 or float64)."""
+    return np.zeros((B, H), _NP_DTYPES[dtype]) if c0 is None else _np(c0, dtype)
 
 
 def pool_forward(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str,
@@ -388,7 +398,7 @@ def pool_forward(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str
     gh = width // window
     T, H = rows - (window - 1), gh // G
     act = torch.empty(T, B, gh, dtype=cd)
-    bias_ = torch.zeros(gh, dtype=cd) if bias is None else bias.to(cd)
+    bias_ = np.zeros(gh, _NP_DTYPES[cd]) if bias is None else _np(bias, cd)
     parallel, blk = _plan(T, B, H)
     c = torch.empty(T, B, H, dtype=act.dtype)
     h = torch.empty(T, B, H, dtype=act.dtype) if G >= 3 else act.new_empty(0)
@@ -396,16 +406,16 @@ def pool_forward(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str
         if T and B and H:  # numba jobs need at least one (sequence, unit)
             with _launching(parallel):
                 _pool_fwd_fused_kernel[parallel](
-                    _np(y.to(cd)), _np(bias_), _np(_c0_or_zeros(c0, B, H, cd)), window, G, blk,
+                    _np(y, cd), bias_, _c0_np(c0, B, H, cd), window, G, blk,
                     act.numpy(), h.numpy() if G >= 3 else c.numpy(), c.numpy())
         return h, c, act
     if T and B and H:  # numba jobs need at least one (sequence, unit)
         with _launching(parallel):
-            _taps_kernel[parallel](_np(y.to(cd)), _np(bias_), window, H, act.numpy())
+            _taps_kernel[parallel](_np(y, cd), bias_, window, H, act.numpy())
     act.sigmoid_()
     if T and B and H:  # numba jobs need at least one (sequence, unit)
         with _launching(parallel):
-            _pool_fwd_kernel[parallel](act.numpy(), _np(_c0_or_zeros(c0, B, H, act.dtype)), G,
+            _pool_fwd_kernel[parallel](act.numpy(), _c0_np(c0, B, H, act.dtype), G,
                                        blk, h.numpy() if G >= 3 else c.numpy(), c.numpy())
     return h, c, act
 
@@ -423,8 +433,8 @@ def pool_backward(act: Tensor, c: Tensor, c0: Tensor | None, dh: Tensor | None,
     dc0 = torch.empty(B, H, dtype=cd)
     if T and B and H:  # numba jobs need at least one (sequence, unit)
         parallel, blk = _plan(T, B, H)
-        args = (_np(act), _np(c.to(cd)), _np(_c0_or_zeros(c0, B, H, cd)),
-                dummy if dh is None else _np(dh.to(cd)), dummy if dc is None else _np(dc.to(cd)),
+        args = (_np(act, cd), _np(c, cd), _c0_np(c0, B, H, cd),
+                dummy if dh is None else _np(dh, cd), dummy if dc is None else _np(dc, cd),
                 dh is not None, dc is not None, G, window, blk,
                 dy.numpy(), dbias_part.numpy(), dc0.numpy())
         with _launching(parallel):
@@ -442,8 +452,8 @@ def forget_mult_forward(f: Tensor, z: Tensor, c0: Tensor | None) -> Tensor:
     if T and B and H:  # numba jobs need at least one (sequence, unit)
         parallel, blk = _plan(T, B, H)
         with _launching(parallel):
-            _fm_fwd_kernel[parallel](_np(f.to(cd)), _np(z.to(cd)),
-                                     _np(_c0_or_zeros(c0, B, H, cd)), blk, c.numpy())
+            _fm_fwd_kernel[parallel](_np(f, cd), _np(z, cd),
+                                     _c0_np(c0, B, H, cd), blk, c.numpy())
     return c
 
 
@@ -456,7 +466,7 @@ def forget_mult_backward(f: Tensor, z: Tensor, c0: Tensor | None, c: Tensor,
     if T and B and H:  # numba jobs need at least one (sequence, unit)
         parallel, blk = _plan(T, B, H)
         with _launching(parallel):
-            _fm_bwd_kernel[parallel](_np(f.to(cd)), _np(z.to(cd)),
-                                     _np(_c0_or_zeros(c0, B, H, cd)), _np(c), _np(dc.to(cd)),
+            _fm_bwd_kernel[parallel](_np(f, cd), _np(z, cd),
+                                     _c0_np(c0, B, H, cd), _np(c, cd), _np(dc, cd),
                                      blk, df.numpy(), dz.numpy(), dc0.numpy())
     return df, dz, None if c0 is None else dc0

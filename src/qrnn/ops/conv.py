@@ -16,8 +16,9 @@ on an AMD Zen 5 CPU: the forward as a 2-D convolution over a channels-last view 
 memory (`_forward_onednn`), dx as the convolution that looks k-1 steps ahead
 (`_grad_input_onednn`), dW_j through oneDNN's 1x1-convolution weight gradient
 (`_grad_weight_onednn`). On an AVX2 CPU (AMD Zen 3) the same oneDNN calls were no faster
-forward and about 3x slower for dW, so there the products stay on torch.mm. A non-contiguous x is
-made contiguous once.
+forward and about 3x slower for dW, so there the products stay on torch.mm. An x whose rows are
+evenly spaced (the first columns of a larger buffer, as the dense QRNN stack passes at inference)
+is read in place; any other non-contiguous x is made contiguous once.
 Under `torch.autocast` the inputs are cast to the autocast dtype first, as `F.linear` does.
 
 Registered as the custom ops `qrnn::causal_conv` / `qrnn::causal_conv_backward` (`library.py`),
@@ -178,15 +179,16 @@ def _grad_weight_onednn(g: Tensor, x: Tensor) -> Tensor:
 
 
 def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> Tensor:
-    """The fast path (any device). x (T, B, I) contiguous -> gates (T, B, C) (contiguous strides)."""
+    """The fast path (any device). x (T, B, I) -> gates (T, B, C) (contiguous strides); x is read
+    in place where its rows are evenly spaced (`_with_rows`), else copied."""
     T, B, I = x.shape
     k, C = window, weight.shape[0] // window
     taps = weight.view(k, C, I)
     if _use_onednn(x, weight):
-        out = _forward_onednn(x, weight, window)
+        out = _forward_onednn(x.contiguous(), weight, window)
     else:
         out = x.new_empty(T, B, C)
-        rows, flat = out.view(T * B, C), x.reshape(T * B, I)  # both contiguous
+        rows, flat = out.view(T * B, C), x.reshape(T * B, I)  # views, rows evenly spaced
         torch.mm(flat, taps[0].t(), out=rows)
         for j in range(1, min(k, T)):  # steps t >= j read x_{t-j} from x itself
             rows[j * B:].addmm_(flat[:(T - j) * B], taps[j].t())
@@ -219,8 +221,9 @@ def conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Tensor | N
     T, B, I = x.shape
     k, C = window, weight.shape[0] // window
     taps = weight.view(k, C, I)
-    g, flat = dgates.contiguous().view(T * B, C), x.reshape(T * B, I)
     onednn = _use_onednn(x, weight)
+    g = dgates.contiguous().view(T * B, C)
+    flat = (x.contiguous() if onednn else x).reshape(T * B, I)  # a view where rows are even
     dx, dweight, dcontext = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # distinct tensors
     if need_x and onednn:
         dx = _grad_input_onednn(g.view(T, B, C), weight, window, I)
@@ -256,13 +259,24 @@ def conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Tensor | N
     return dx, dweight, dcontext
 
 
+def _with_rows(x: Tensor) -> Tensor:
+    """x (T, B, I) itself if its T*B rows are evenly spaced, unit-strided and do not overlap,
+    as in the first columns of a larger buffer: every product then reads it in place as one
+    (T*B, I) matrix (`reshape` is a view). Otherwise a contiguous copy."""
+    T, B, I = x.shape
+    stride = x.stride()
+    if stride[2] == 1 and stride[1] >= I and stride[0] == B * stride[1]:
+        return x
+    return x.contiguous()
+
+
 def causal_conv(x: Tensor, weight: Tensor, context: Tensor | None = None,
                 window: int = 2) -> Tensor:
     """Same contract and values as `causal_conv_ref`, with no copies of x (see module docstring).
 
     Args:
         x, weight, context, window: as in `causal_conv_ref` (x and context may have any strides;
-        a non-contiguous x is made contiguous once).
+        x is made contiguous once unless its rows are evenly spaced, see `_with_rows`).
     Returns:
         (T, B, C) contiguous.
     """
@@ -274,5 +288,5 @@ def causal_conv(x: Tensor, weight: Tensor, context: Tensor | None = None,
         x, weight = x.to(dtype), weight.to(dtype)
         context = None if context is None else context.to(dtype)
     _check(x, weight, context, window)
-    return library.causal_conv(x.contiguous(), weight,
-                               None if context is None else context.contiguous(), window)
+    return library.run_causal_conv(_with_rows(x), weight,
+                                   None if context is None else context.contiguous(), window)

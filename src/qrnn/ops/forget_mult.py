@@ -74,4 +74,4 @@ def forget_mult(f: Tensor, z: Tensor, c0: Tensor | None = None, *,
         return forget_mult_ref(f, z, c0)
     if f.shape[0] == 0:
         return f.new_empty(f.shape), (f.new_zeros(f.shape[1:]) if c0 is None else c0)
-    return library.forget_mult(f, z, c0, name)
+    return library.run_forget_mult(f, z, c0, name)

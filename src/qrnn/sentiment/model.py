@@ -58,8 +58,8 @@ class DenseLSTM(nn.Module):
         # forward LSTM's state there does not depend on the right padding after it.
         for l, layer in enumerate(self.layers):
             h, _ = layer(x)
-            if l < len(self.layers) - 1:
-                h = F.dropout(h, self.dropout, self.training)
+            if self.training and l < len(self.layers) - 1:
+                h = F.dropout(h, self.dropout, training=True)
             x = torch.cat([x, h], dim=-1)
         return x, None
 
@@ -102,4 +102,6 @@ class SentimentClassifier(nn.Module):
         # (T, B, E + L*H) output and scatter that back in the backward: 3% of a training step.)
         out, _ = self.rnn(x)  # (T, B, E + L*H)
         features = last_real_step(out, lengths)  # (B, E + L*H)
-        return self.head(F.dropout(features, self.config.dropout, self.training)).squeeze(-1)
+        if self.training:
+            features = F.dropout(features, self.config.dropout, training=True)
+        return self.head(features).squeeze(-1)
