@@ -470,13 +470,15 @@ def _op_calls(monkeypatch) -> list[str]:
 def _every_op_input(requires_grad: bool = False) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     return [torch.randn(6, 2, 4, generator=gen, requires_grad=requires_grad),
-            torch.randn(2 * 9, 4, generator=gen), torch.randn(9, generator=gen),
+            torch.randn(2 * 12, 4, generator=gen), torch.randn(12, generator=gen),
             torch.rand(6, 2, 3, generator=gen), torch.randn(6, 2, 3, generator=gen)]
 
 
 def _run_every_op(x, w, bias, f, z) -> list[torch.Tensor]:
-    gates = causal_conv(x, w, None, 2)
-    return [gates, *qrnn_conv_pool(gates, bias, None, "fo", 1, backend="numba"),
+    gates = causal_conv(x, w, None, 2)  # (6, 2, 12): 4 gates of 3 for "ifo", 3 of 4 for "fo"
+    return [gates, *qrnn_conv_pool(gates, bias, None, "ifo", 1, backend="numba"),
+            *qrnn_conv_pool(gates, bias, None, "fo", 1, backend="numba"),
+            *qrnn_conv_pool(gates.double(), bias.double(), None, "f", 1, backend="numba"),
             *forget_mult(f, z, None, backend="numba")]
 
 
@@ -489,7 +491,7 @@ def test_ops_without_a_gradient_to_record_run_their_kernels_directly(mode, monke
     with torch.no_grad(), monkeypatch.context() as m:
         m.setattr(library, "direct", lambda *tensors: False)
         want = _run_every_op(*inputs)
-    assert calls == ["causal_conv", "conv_pool", "forget_mult"]
+    assert calls == ["causal_conv", "conv_pool", "conv_pool", "conv_pool", "forget_mult"]
     calls.clear()
     context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
                "frozen inputs": torch.enable_grad}[mode]

@@ -4,7 +4,7 @@ Runs on any device and needs nothing beyond torch; it is the fallback when no fa
 installed. Every backend module (`_numba_cpu.py`, `_triton_gpu.py`) implements these four
 functions with the same signatures, called from the registered ops in `library.py`:
 
-    pool_forward(y, bias, c0, pooling, window)                      -> h, c, act
+    pool_forward(y, bias, c0, pooling, window, save)                -> h, c, act
     pool_backward(act, c, c0, dh, dc, pooling, window, has_bias)    -> dy, dbias, dc0
     forget_mult_forward(f, z, c0)                                   -> c
     forget_mult_backward(f, z, c0, c, dc)                           -> df, dz, dc0
@@ -17,7 +17,8 @@ Shapes (G = 2, 3, 4 gates for pooling "f", "fo", "ifo"; k = window):
           themselves. Gate order within G*H: z, f[, o][, i].
     bias: (G*H,) or None.  c0: (B, H) or None (zeros).
     h:    (T, B, H) outputs o*c; an empty (0,) tensor for pooling "f" (where h is c).
-    c:    (T, B, H) every cell.  act: (T, B, G*H) gate activations, kept for the backward.
+    c:    (T, B, H) every cell.  act: (T, B, G*H) gate activations, kept for the backward;
+          with save=False (no backward will come) a backend may return less (numba: one step).
     dh, dc: upstream gradients of h and c, or None.  dc0 is None when c0 is None.
 Computation runs in float32 for float16/bfloat16 inputs (float64 stays float64): every tensor
 these functions return is in that compute dtype; `library.py` casts results back to the inputs'
@@ -75,8 +76,8 @@ def activation_grads_to_taps(dpre: Tensor, window: int,
 
 
 def pool_forward(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str,
-                 window: int) -> tuple[Tensor, Tensor, Tensor]:
-    act = activations(y, bias, pooling, window)
+                 window: int, save: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    act = activations(y, bias, pooling, window)  # needed whatever `save` says
     T, B, gh = act.shape
     H = gh // GATES[pooling]
     z, f = act[:, :, :H], act[:, :, H:2 * H]

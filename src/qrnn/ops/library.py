@@ -78,22 +78,31 @@ def direct(*tensors: Tensor | None) -> bool:
 
 # ---- qrnn::conv_pool -------------------------------------------------------------------------
 
-def _conv_pool(y: Tensor, bias: Optional[Tensor], c0: Optional[Tensor], pooling: str,
-               window: int, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    h, c, act = _backend(backend).pool_forward(y, bias, c0, pooling, window)
+def _pool(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str, window: int,
+          backend: str, save: bool) -> tuple[Tensor, Tensor, Tensor]:
+    h, c, act = _backend(backend).pool_forward(y, bias, c0, pooling, window, save)
     if h.dtype != y.dtype:  # float16/bfloat16 computed in float32
         h, c = h.to(y.dtype), c.to(y.dtype)
     return h, c, act
+
+
+def _conv_pool(y: Tensor, bias: Optional[Tensor], c0: Optional[Tensor], pooling: str,
+               window: int, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    return _pool(y, bias, c0, pooling, window, backend, save=True)
 
 
 conv_pool = torch.library.custom_op("qrnn::conv_pool", _conv_pool, mutates_args=())
 
 
 def run_conv_pool(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str, window: int,
-                  backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    """`conv_pool`, called directly where nothing needs the op (`direct`)."""
-    op = _conv_pool if direct(y, bias, c0) else conv_pool
-    return op(y, bias, c0, pooling, window, backend)
+                  backend: str) -> tuple[Tensor, Tensor]:
+    """(h, c) of `conv_pool`, called directly where nothing needs the op (`direct`), and then
+    without keeping the activations for a backward that will not come."""
+    if direct(y, bias, c0):
+        h, c, _ = _pool(y, bias, c0, pooling, window, backend, save=False)
+    else:
+        h, c, _ = conv_pool(y, bias, c0, pooling, window, backend)
+    return h, c
 
 
 @conv_pool.register_fake

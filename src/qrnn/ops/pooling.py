@@ -140,5 +140,5 @@ def _run(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str, window
     if T == 0:
         empty = y.new_empty(0, B, H)
         return empty, empty
-    h, c, _ = library.run_conv_pool(y, bias, c0, pooling, window, name)
+    h, c = library.run_conv_pool(y, bias, c0, pooling, window, name)
     return (c, c) if pooling == "f" else (h, c)
