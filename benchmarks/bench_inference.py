@@ -56,8 +56,8 @@ def main() -> None:
     print(f"## Single-review inference, batch 1, {T} tokens, 4 dense layers of 256, float32\n")
     print(machine() + "\n")
     print(table(["model", "ms / review", "time / QRNN", "time / QRNN matmuls"], rows))
-    print(f"\nLSTM / QRNN speed-up: {times['lstm'] / times['qrnn']:.2f}x; QRNN / its matmuls: "
-          f"{times['qrnn'] / times['matmul']:.2f}x")
+    print(f"\nLSTM / QRNN speed-up: {times['lstm'] / times['qrnn']:.3f}x; QRNN / its matmuls: "
+          f"{times['qrnn'] / times['matmul']:.3f}x")
 
 
 if __name__ == "__main__":
