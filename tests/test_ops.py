@@ -294,12 +294,16 @@ def test_causal_conv_matches_reference(T, B, I, C, window, with_context, strided
     weight = torch.randn(window * C, I, generator=gen, dtype=torch.float64).to(dtype)
     context = (torch.randn(window - 1, B, I, generator=gen, dtype=torch.float64).to(dtype)
                if with_context else None)
-    if strided == "rows":  # the first I columns of a wider buffer: read in place, not copied
+    if strided == "rows":  # the first I columns of a wider buffer: read in place without autograd
         x = torch.cat([x, torch.randn(T, B, 3, generator=gen).to(dtype)], dim=-1)[:, :, :I]
-        assert conv._with_rows(x) is x
+        assert conv.with_rows(x) is x
+        with torch.no_grad():
+            _assert_close("gates (in place)", causal_conv(x, weight, context, window),
+                          causal_conv_ref(*(None if t is None else t.double() for t in
+                                            (x, weight, context)), window), dtype)
     elif strided:
         x = _noncontiguous(x)
-        assert conv._with_rows(x).is_contiguous()
+        assert conv.with_rows(x).is_contiguous()
         if context is not None and context.numel():
             context = _noncontiguous(context)
     upstream = torch.randn(T, B, C, generator=gen, dtype=torch.float64)
@@ -540,6 +544,47 @@ def test_ops_go_through_the_dispatcher_wherever_something_watches(monkeypatch):
     with torch.device("cpu"):  # a torch function mode
         flags.append(library.direct(x))
     assert flags == [False] * 4 and library.direct(x)
+
+
+def test_causal_conv_under_autograd_saves_its_own_copy_of_a_strided_input():
+    """Only the direct path reads a buffer's columns in place: under autograd the op saves its
+    own copy, so the caller may go on writing into the buffer, or pass an inference tensor."""
+    w = torch.randn(8, 3, requires_grad=True)
+    buf = torch.randn(5, 2, 7)
+    gates = causal_conv(buf[:, :, :3], w, None, 2)
+    want = causal_conv_ref(buf[:, :, :3].clone(), w, None, 2)
+    buf[:, :, 3:] = 0  # the other columns change after the forward
+    upstream = torch.randn(5, 2, 4)
+    got_dw, = torch.autograd.grad(gates, [w], upstream)
+    want_dw, = torch.autograd.grad(want, [w], upstream)
+    torch.testing.assert_close(got_dw, want_dw)
+    with torch.inference_mode():
+        feats = torch.randn(5, 2, 8)
+    causal_conv(feats[:, :, :3], w, None, 2).sum().backward()
+    assert w.grad is not None
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_a_window_that_is_not_an_int_is_a_clear_error(grad):
+    x, w, y = torch.randn(5, 2, 3), torch.randn(8, 3), torch.randn(5, 2, 2 * 3 * 4)
+    with torch.set_grad_enabled(grad):
+        for window in (2.0, True, None):
+            with pytest.raises(TypeError, match="window must be an int, got"):
+                causal_conv(x, w, None, window)
+            with pytest.raises(TypeError, match="window must be an int, got"):
+                qrnn_conv_pool(y, None, None, "fo", window)
+
+
+def test_setting_sends_every_call_through_the_dispatcher(monkeypatch):
+    inputs = _every_op_input()
+    calls = _op_calls(monkeypatch)
+    monkeypatch.setenv(library.DIRECT_ENV, "0")
+    with torch.no_grad():
+        _run_every_op(*inputs)
+    assert calls == ["causal_conv", "conv_pool", "conv_pool", "conv_pool", "forget_mult"]
+    monkeypatch.setenv(library.DIRECT_ENV, "yes")
+    with torch.no_grad(), pytest.raises(ValueError, match=r"\$QRNN_OPS_DIRECT='yes': must be 1"):
+        _run_every_op(*inputs)
 
 
 def test_torch_compile_without_autograd_traces_the_ops():

@@ -393,12 +393,14 @@ class QRNN(nn.Module):
                                  f"(window-1, B, I_l) = {expected}, got {got}")
         return cells, tuple(contexts) if contexts is not None else None
 
-    def _recording(self, x: Tensor) -> bool:
-        """Whether this call is recorded for a backward, or traced (compile, export)."""
-        if torch.compiler.is_compiling():
-            return True
-        return torch.is_grad_enabled() and (x.requires_grad or any(
-            p.requires_grad for p in self.parameters()))
+    def _fills_one_buffer(self, x: Tensor) -> bool:
+        """Whether a dense stack writes every layer into one output buffer: only in grad mode
+        off (`torch.no_grad`, `torch.inference_mode`), where nothing can be recorded for a
+        backward (whatever needs a gradient: parameters, hx, hooks), and not while compiling
+        or under autocast (where a concatenation promotes dtypes as autocast says, and writing
+        into the buffer would round to x's dtype instead)."""
+        return (self.dense and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                and not torch.is_autocast_enabled(x.device.type))
 
     def _forward_time_major(self, x: Tensor, hx, lengths, return_state: bool):
         """x: (T, B, I) -> output (T, B, output_size), h_n (L*D, B, H) or QRNNState."""
@@ -422,10 +424,9 @@ class QRNN(nn.Module):
         # writes its output next to them, where a concatenation per layer would copy the whole
         # growing input again (0.1 ms of a 10 ms review). Under autograd each layer saves its
         # input for the backward, and a later write into the buffer would invalidate it.
-        dense = x.new_empty(T, B, self.output_size) if self.dense and not self._recording(x) \
-            else None
+        dense = x.new_empty(T, B, self.output_size) if self._fills_one_buffer(x) else None
         if dense is not None:
-            dense.narrow(2, 0, x.shape[2]).copy_(x)
+            x = dense.narrow(2, 0, x.shape[2]).copy_(x)
         for l, layer in enumerate(self.layers):
             context = None if contexts is None else contexts[l]
             if return_state:

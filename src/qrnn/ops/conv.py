@@ -16,9 +16,10 @@ on an AMD Zen 5 CPU: the forward as a 2-D convolution over a channels-last view 
 memory (`_forward_onednn`), dx as the convolution that looks k-1 steps ahead
 (`_grad_input_onednn`), dW_j through oneDNN's 1x1-convolution weight gradient
 (`_grad_weight_onednn`). On an AVX2 CPU (AMD Zen 3) the same oneDNN calls were no faster
-forward and about 3x slower for dW, so there the products stay on torch.mm. An x whose rows are
-evenly spaced (the first columns of a larger buffer, as the dense QRNN stack passes at inference)
-is read in place; any other non-contiguous x is made contiguous once.
+forward and about 3x slower for dW, so there the products stay on torch.mm. Where no gradient
+is recorded (`library.run_causal_conv`), an x whose rows are evenly spaced (the first columns of
+a larger buffer, as the dense QRNN stack passes at inference) is read in place by torch.mm (the
+oneDNN path copies it); otherwise a non-contiguous x is made contiguous once.
 Under `torch.autocast` the inputs are cast to the autocast dtype first, as `F.linear` does.
 
 Registered as the custom ops `qrnn::causal_conv` / `qrnn::causal_conv_backward` (`library.py`),
@@ -36,6 +37,8 @@ from torch.nn import functional as F
 
 
 def _check(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int):
+        raise TypeError(f"causal_conv: window must be an int, got {window!r}")
     if window < 1:
         raise ValueError(f"causal_conv: window must be >= 1, got {window}")
     if x.dim() != 3:
@@ -180,7 +183,7 @@ def _grad_weight_onednn(g: Tensor, x: Tensor) -> Tensor:
 
 def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> Tensor:
     """The fast path (any device). x (T, B, I) -> gates (T, B, C) (contiguous strides); x is read
-    in place where its rows are evenly spaced (`_with_rows`), else copied."""
+    in place where its rows are evenly spaced (`with_rows`), else copied."""
     T, B, I = x.shape
     k, C = window, weight.shape[0] // window
     taps = weight.view(k, C, I)
@@ -259,7 +262,7 @@ def conv_backward(dgates: Tensor, x: Tensor, weight: Tensor, context: Tensor | N
     return dx, dweight, dcontext
 
 
-def _with_rows(x: Tensor) -> Tensor:
+def with_rows(x: Tensor) -> Tensor:
     """x (T, B, I) itself if its T*B rows are evenly spaced, unit-strided and do not overlap,
     as in the first columns of a larger buffer: every product then reads it in place as one
     (T*B, I) matrix (`reshape` is a view). Otherwise a contiguous copy."""
@@ -276,7 +279,8 @@ def causal_conv(x: Tensor, weight: Tensor, context: Tensor | None = None,
 
     Args:
         x, weight, context, window: as in `causal_conv_ref` (x and context may have any strides;
-        x is made contiguous once unless its rows are evenly spaced, see `_with_rows`).
+        x is made contiguous once, except without autograd where its rows are evenly
+        spaced, see `with_rows`).
     Returns:
         (T, B, C) contiguous.
     """
@@ -288,5 +292,5 @@ def causal_conv(x: Tensor, weight: Tensor, context: Tensor | None = None,
         x, weight = x.to(dtype), weight.to(dtype)
         context = None if context is None else context.to(dtype)
     _check(x, weight, context, window)
-    return library.run_causal_conv(_with_rows(x), weight,
-                                   None if context is None else context.contiguous(), window)
+    return library.run_causal_conv(x, weight, None if context is None else context.contiguous(),
+                                   window)

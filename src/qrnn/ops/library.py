@@ -19,12 +19,15 @@ The public wrappers call each op through `run_conv_pool`, `run_forget_mult` and
 the dispatcher there cost 20-40 us per call, about 0.4 ms of a 10 ms single-review inference.
 Wherever anything could watch or transform the call, they go through the op: autograd, tracing,
 compiling, export, dispatch and function modes, functorch transforms, forward AD, the profiler.
+`$QRNN_OPS_DIRECT=0` sends every call through the op (for watchers that cannot be detected, such
+as `torch.profiler.ExecutionTraceObserver`).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import os
 from typing import Optional
 
 import torch
@@ -47,17 +50,28 @@ def _backend(name: str):
 
 _PLAIN = (Tensor, nn.Parameter)  # tensor types with no __torch_function__ of their own
 
+# "0" sends every call through the dispatcher: for what `_nothing_watching` cannot see, such as
+# torch.profiler.ExecutionTraceObserver, which sets no flag that can be read.
+DIRECT_ENV = "QRNN_OPS_DIRECT"
+
 
 def _nothing_watching() -> bool:
     """No tracer, mode, transform or profiler that must see the op as one node (compiling is
     checked by `direct`). Each check uses a private torch function; if one is missing (another
     torch version), the answer is False, so the call goes through the op: slower, never wrong."""
+    setting = os.environ.get(DIRECT_ENV) or "1"
+    if setting not in ("0", "1"):
+        raise ValueError(f"${DIRECT_ENV}={setting!r}: must be 1 (call the kernels directly where "
+                         "nothing watches, the default) or 0 (always through the dispatcher)")
+    if setting == "0":
+        return False
     try:
         return not (torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack()
                     or torch._C._is_torch_function_mode_enabled()
                     or torch._C._are_functorch_transforms_active()
                     or forward_ad._current_level >= 0
-                    or torch.autograd.profiler._is_profiler_enabled)
+                    or torch.autograd.profiler._is_profiler_enabled
+                    or torch._C._autograd._profiler_enabled())
     except AttributeError:
         return False
 
@@ -230,9 +244,14 @@ causal_conv = torch.library.custom_op("qrnn::causal_conv", _causal_conv, mutates
 
 
 def run_causal_conv(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> Tensor:
-    """`causal_conv`, called directly where nothing needs the op (`direct`)."""
-    return (_causal_conv if direct(x, weight, context) else causal_conv)(x, weight, context,
-                                                                          window)
+    """`causal_conv`, called directly where nothing needs the op (`direct`). There x is read in
+    place if its rows are evenly spaced (`conv.with_rows`, e.g. the first columns of a larger
+    buffer). Through the op a non-contiguous x is made contiguous first, so that autograd saves
+    a tensor of the op's own and never a view of the caller's buffer, which the caller may go on
+    to change (or which may be an inference tensor)."""
+    if direct(x, weight, context):
+        return _causal_conv(conv.with_rows(x), weight, context, window)
+    return causal_conv(x.contiguous(), weight, context, window)
 
 
 @causal_conv.register_fake
