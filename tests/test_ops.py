@@ -583,8 +583,10 @@ def test_setting_sends_every_call_through_the_dispatcher(monkeypatch):
         _run_every_op(*inputs)
     assert calls == ["causal_conv", "conv_pool", "conv_pool", "conv_pool", "forget_mult"]
     monkeypatch.setenv(library.DIRECT_ENV, "yes")
-    with torch.no_grad(), pytest.raises(ValueError, match=r"\$QRNN_OPS_DIRECT='yes': must be 1"):
-        _run_every_op(*inputs)
+    for grad in (False, True):  # reported whether or not the call could have gone direct
+        with torch.set_grad_enabled(grad), \
+                pytest.raises(ValueError, match=r"\$QRNN_OPS_DIRECT='yes': must be 1"):
+            _run_every_op(*_every_op_input(requires_grad=grad))
 
 
 def test_torch_compile_without_autograd_traces_the_ops():

@@ -59,12 +59,6 @@ def _nothing_watching() -> bool:
     """No tracer, mode, transform or profiler that must see the op as one node (compiling is
     checked by `direct`). Each check uses a private torch function; if one is missing (another
     torch version), the answer is False, so the call goes through the op: slower, never wrong."""
-    setting = os.environ.get(DIRECT_ENV) or "1"
-    if setting not in ("0", "1"):
-        raise ValueError(f"${DIRECT_ENV}={setting!r}: must be 1 (call the kernels directly where "
-                         "nothing watches, the default) or 0 (always through the dispatcher)")
-    if setting == "0":
-        return False
     try:
         return not (torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack()
                     or torch._C._is_torch_function_mode_enabled()
@@ -79,9 +73,15 @@ def _nothing_watching() -> bool:
 def direct(*tensors: Tensor | None) -> bool:
     """Whether an op on these inputs may run as a plain call of its implementation: the same
     values, with nothing that needed the dispatcher (no gradient to record, plain tensors,
-    `_nothing_watching`). Compiling is checked first: dynamo folds it to True and then never
-    traces the rest, some of which it could not."""
+    `_nothing_watching`); never with `$QRNN_OPS_DIRECT=0`. Compiling is checked first: dynamo
+    folds it to True and then never traces the rest, some of which it could not."""
     if torch.compiler.is_compiling():
+        return False
+    setting = os.environ.get(DIRECT_ENV) or "1"  # read first: a bad value is an error anywhere
+    if setting not in ("0", "1"):
+        raise ValueError(f"${DIRECT_ENV}={setting!r}: must be 1 (call the kernels directly where "
+                         "nothing watches, the default) or 0 (always through the dispatcher)")
+    if setting == "0":
         return False
     grad = torch.is_grad_enabled()
     for t in tensors:
