@@ -65,6 +65,14 @@ def test_config_validation(bad):
         ModelConfig(vocab_size=10, **bad)
 
 
+@pytest.mark.parametrize("bad", [dict(window=True), dict(window=2.0), dict(hidden_size="256")])
+def test_config_sizes_must_be_ints(bad):
+    """A hand-edited config.json with "window": true failed only at the first forward."""
+    name = next(iter(bad))
+    with pytest.raises(TypeError, match=f"{name} must be an int, got"):
+        ModelConfig(vocab_size=10, **bad)
+
+
 def test_bad_input_shapes(model):
     with pytest.raises(ValueError, match=r"ids must be \(B, T\)"):
         model(torch.zeros(5, dtype=torch.long), torch.tensor([5]))

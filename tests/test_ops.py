@@ -566,9 +566,15 @@ def test_causal_conv_under_autograd_saves_its_own_copy_of_a_strided_input():
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_a_window_that_is_not_an_int_is_a_clear_error(grad):
+    import numpy as np
+
     x, w, y = torch.randn(5, 2, 3), torch.randn(8, 3), torch.randn(5, 2, 2 * 3 * 4)
     with torch.set_grad_enabled(grad):
-        for window in (2.0, True, None):
+        # a numpy int is an int
+        torch.testing.assert_close(causal_conv(x, w, None, np.int64(2)), causal_conv(x, w, None, 2))
+        torch.testing.assert_close(qrnn_conv_pool(y, None, None, "fo", np.int64(2)),
+                                   qrnn_conv_pool(y, None, None, "fo", 2))
+        for window in (2.0, True, None, torch.tensor(2)):
             with pytest.raises(TypeError, match="window must be an int, got"):
                 causal_conv(x, w, None, window)
             with pytest.raises(TypeError, match="window must be an int, got"):

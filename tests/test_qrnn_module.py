@@ -452,6 +452,17 @@ def test_dense_stack_backward_reaches_hx_hooks_and_state_of_a_frozen_stack():
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in inputs)
 
 
+def test_window_must_be_an_int_and_a_numpy_int_is_one():
+    import numpy as np
+
+    with pytest.raises(TypeError, match="window must be an int, got True"):
+        QRNN(3, 4, window=True)
+    with pytest.raises(TypeError, match="window must be an int, got 2.0"):
+        QRNNLayer(3, 4, window=2.0)
+    x = randn(5, 2, 3)
+    torch.testing.assert_close(make(window=np.int64(2))(x)[0], make(window=2)(x)[0], **TIGHT)
+
+
 def test_dense_stack_sees_a_pre_hook_changing_its_input_in_place_with_and_without_grad():
     m = make(num_layers=2, dense=True)
     m.layers[0].register_forward_pre_hook(lambda mod, args: (args[0].mul_(2), None)[1])

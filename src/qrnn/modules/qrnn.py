@@ -17,6 +17,7 @@ time.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -109,6 +110,8 @@ class QRNNLayer(nn.Module):
         super().__init__()
         if pooling not in _GATES:
             raise ValueError(f"pooling must be one of {sorted(_GATES)}, got {pooling!r}")
+        if isinstance(window, bool) or not isinstance(window, numbers.Integral):
+            raise TypeError(f"window must be an int, got {window!r}")
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         if input_size < 1 or hidden_size < 1:
@@ -399,8 +402,12 @@ class QRNN(nn.Module):
         backward (whatever needs a gradient: parameters, hx, hooks), and not while compiling
         or under autocast (where a concatenation promotes dtypes as autocast says, and writing
         into the buffer would round to x's dtype instead)."""
-        return (self.dense and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                and not torch.is_autocast_enabled(x.device.type))
+        if not self.dense or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return False
+        try:
+            return not torch.is_autocast_enabled(x.device.type)
+        except RuntimeError:  # a device type autocast does not know (meta)
+            return True
 
     def _forward_time_major(self, x: Tensor, hx, lengths, return_state: bool):
         """x: (T, B, I) -> output (T, B, output_size), h_n (L*D, B, H) or QRNNState."""

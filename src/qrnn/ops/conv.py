@@ -29,6 +29,7 @@ so autograd, `torch.compile` and `torch.export` see one node. Any device.
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 
 import torch
@@ -37,7 +38,7 @@ from torch.nn import functional as F
 
 
 def _check(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> None:
-    if isinstance(window, bool) or not isinstance(window, int):
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral):
         raise TypeError(f"causal_conv: window must be an int, got {window!r}")
     if window < 1:
         raise ValueError(f"causal_conv: window must be >= 1, got {window}")

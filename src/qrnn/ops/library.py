@@ -246,9 +246,9 @@ causal_conv = torch.library.custom_op("qrnn::causal_conv", _causal_conv, mutates
 def run_causal_conv(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> Tensor:
     """`causal_conv`, called directly where nothing needs the op (`direct`). There x is read in
     place if its rows are evenly spaced (`conv.with_rows`, e.g. the first columns of a larger
-    buffer). Through the op a non-contiguous x is made contiguous first, so that autograd saves
-    a tensor of the op's own and never a view of the caller's buffer, which the caller may go on
-    to change (or which may be an inference tensor)."""
+    buffer). Through the op a non-contiguous x is made contiguous first, so that autograd never
+    saves a view into a buffer of the caller's, which the caller may go on to change (or which
+    may be an inference tensor); a contiguous x is saved itself, as `F.linear` saves its input."""
     if direct(x, weight, context):
         return _causal_conv(conv.with_rows(x), weight, context, window)
     return causal_conv(x.contiguous(), weight, context, window)

@@ -9,6 +9,8 @@ backend chosen by `backends.resolve`.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -111,7 +113,7 @@ def qrnn_conv_pool(y: Tensor, bias: Tensor | None = None, c0: Tensor | None = No
 def _check_taps(y: Tensor, bias: Tensor | None, pooling: str, window: int) -> int:
     if pooling not in GATES:
         raise ValueError(f"pooling must be one of {sorted(GATES)}, got {pooling!r}")
-    if isinstance(window, bool) or not isinstance(window, int):
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral):
         raise TypeError(f"window must be an int, got {window!r}")
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")

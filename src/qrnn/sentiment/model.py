@@ -10,6 +10,7 @@ baseline, used by the benchmarks.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 
 import torch
@@ -33,7 +34,10 @@ class ModelConfig:
         if self.rnn not in ("qrnn", "lstm"):
             raise ValueError(f"rnn must be 'qrnn' or 'lstm', got {self.rnn!r}")
         for name in ("vocab_size", "embed_dim", "hidden_size", "num_layers", "window"):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+            if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
