@@ -17,7 +17,6 @@ time.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -28,6 +27,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from qrnn.ops import GATES as _GATES
 from qrnn.ops import causal_conv, qrnn_conv_pool, qrnn_pool
+from qrnn.ops.conv import check_window
 
 # A gate pre-activation whose sigmoid is exactly 1 (and sigmoid(-HOLD) exactly 0) in every
 # floating dtype, float16 included (exp(-1e4) underflows to 0 even in float64; 1e4 < 65504).
@@ -110,10 +110,7 @@ class QRNNLayer(nn.Module):
         super().__init__()
         if pooling not in _GATES:
             raise ValueError(f"pooling must be one of {sorted(_GATES)}, got {pooling!r}")
-        if isinstance(window, bool) or not isinstance(window, numbers.Integral):
-            raise TypeError(f"window must be an int, got {window!r}")
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
+        check_window(window)
         if input_size < 1 or hidden_size < 1:
             raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
         if not 0.0 <= zoneout < 1.0:

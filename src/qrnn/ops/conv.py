@@ -37,11 +37,17 @@ from torch import Tensor
 from torch.nn import functional as F
 
 
-def _check(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> None:
+def check_window(window: object, where: str = "") -> None:
+    """A window (convolution width k) is an int >= 1: numpy ints count, bools do not. `where`
+    prefixes the message (e.g. "causal_conv: "). The one check of the ops and the layer."""
     if isinstance(window, bool) or not isinstance(window, numbers.Integral):
-        raise TypeError(f"causal_conv: window must be an int, got {window!r}")
+        raise TypeError(f"{where}window must be an int, got {window!r}")
     if window < 1:
-        raise ValueError(f"causal_conv: window must be >= 1, got {window}")
+        raise ValueError(f"{where}window must be >= 1, got {window}")
+
+
+def _check(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> None:
+    check_window(window, "causal_conv: ")
     if x.dim() != 3:
         raise ValueError(f"causal_conv: x must have shape (T, B, I), got {tuple(x.shape)}")
     I = x.shape[2]

@@ -9,14 +9,13 @@ backend chosen by `backends.resolve`.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
 
 from qrnn.ops import library
 from qrnn.ops._torch_loop import GATES  # one definition, shared with the kernels
 from qrnn.ops.backends import resolve
+from qrnn.ops.conv import check_window
 from qrnn.ops.forget_mult import forget_mult_ref
 
 
@@ -113,10 +112,7 @@ def qrnn_conv_pool(y: Tensor, bias: Tensor | None = None, c0: Tensor | None = No
 def _check_taps(y: Tensor, bias: Tensor | None, pooling: str, window: int) -> int:
     if pooling not in GATES:
         raise ValueError(f"pooling must be one of {sorted(GATES)}, got {pooling!r}")
-    if isinstance(window, bool) or not isinstance(window, numbers.Integral):
-        raise TypeError(f"window must be an int, got {window!r}")
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+    check_window(window)
     G = GATES[pooling]
     if y.dim() != 3 or y.shape[-1] % (window * G) or y.shape[0] < window - 1:
         raise ValueError(f"y must have shape (window-1+T, B, window*{G}*H) with T >= 0 for "
