@@ -24,6 +24,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -225,6 +226,36 @@ def test_numba_float32_activations_accuracy_and_special_values(parallel, monkeyp
     # tanh is odd, and so is the approximation, exactly: no bias between signs
     m = pos.numel()
     assert torch.equal(act[0, 0, :m].flip(0), -act[0, 0, m + 1:2 * m + 1])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_numba_jobs_cover_every_sequence_and_unit_once(threads, monkeypatch):
+    """The parallel kernels split (sequences, units) into jobs (`_plan`, `_job`): runs of whole
+    sequences where there are at least 2 per thread, else blocks of units. Every (b, unit) is in
+    exactly one job; where units are split, every thread gets the same number of jobs; and the
+    kernels give the reference's values under each split, also for thread counts this machine
+    may not have (the split is computed for them, the kernel runs on the threads there are)."""
+    from qrnn.ops import _numba_cpu
+
+    monkeypatch.setattr(_numba_cpu, "_threads", lambda: threads)
+    monkeypatch.setattr(_numba_cpu, "SERIAL_WORK", 0)
+    for B in range(1, 11):
+        for H in (1, 5, 16, 33, 40, 256):
+            parallel, seqs, blk = _numba_cpu._plan(9, B, H)
+            assert parallel == (threads > 1)
+            njobs, nblk = _numba_cpu._jobs(B, H, seqs, blk)
+            seen = np.zeros((B, H), dtype=np.int64)
+            for job in range(njobs):
+                b0, b1, h0, h1 = _numba_cpu._job(job, nblk, seqs, blk, B, H)
+                assert 0 <= b0 < b1 <= B and 0 <= h0 < h1 <= H
+                seen[b0:b1, h0:h1] += 1
+            assert (seen == 1).all(), (B, H, seqs, blk)
+            if parallel and B < 2 * threads and H == 256:
+                assert njobs % threads == 0 and seqs == 1, (B, njobs)
+    for T, B, H in ((9, 3, 40), (9, 7, 40), (9, 1, 33), (9, 9, 5)):
+        _check_pool("numba", "fo", T, B, H, 1, torch.float64, True, True, strided=False)
+        _check_pool("numba", "ifo", T, B, H, 2, torch.float32, True, True, strided=True)
+        _check_forget_mult("numba", T, B, H, torch.float64, True, strided=False)
 
 
 def test_empty_sequence():

@@ -3,13 +3,15 @@
 Same functions and shape contracts as `_torch_loop.py` (read its docstring first). Imported
 lazily, on the first call that runs this backend, so `import qrnn` never needs numba.
 
-How it is fast: the work splits into jobs of (one sequence b, a block of hidden units); jobs run
-in parallel (`prange`, one thread per torch thread), and each job walks time in order keeping its
-cells in a small local buffer, so every time step reads and writes contiguous rows that the
-compiler vectorises. Every kernel is compiled twice, parallel and serial (`_kernel`): below
-`SERIAL_WORK` unit-steps (batch-1 inference, short batches) waking the thread pool costs more
-than it saves (measured: a 230-step review's forward pooling 0.43 ms parallel, 0.15 ms serial),
-so the serial one runs. numba has no vectorised exp/tanh here (no SVML), and its scalar calls
+How it is fast: the work splits into jobs of (a run of sequences, a block of hidden units); jobs
+run in parallel (`prange`, one thread per torch thread), and each job walks time in order keeping
+its cells in a small local buffer, and within each step its sequences, so every step reads and
+writes long contiguous runs of rows that the compiler vectorises. (With one sequence per job,
+each walking all of time before the next, a step read one short row per sequence at a stride of
+B rows: at the paper's shape the forward took 1.2-1.5x and the backward 1.3-1.4x as long.)
+Every kernel is compiled twice, parallel and serial (`_kernel`): below `SERIAL_WORK` unit-steps
+(batch-1 inference, short batches) waking the thread pool costs more than it saves (measured: a
+230-step review's forward pooling 0.43 ms parallel, 0.15 ms serial), so the serial one runs. numba has no vectorised exp/tanh here (no SVML), and its scalar calls
 cost more than the whole recurrence, so in float32 the forward is one kernel
 (`_pool_fwd_fused_kernel`) whose activations are a rational function that LLVM vectorises
 (`_tanh32`: Lambert's continued fraction for tanh, cut at depth 12, max abs error 3.1e-7 in
@@ -64,11 +66,17 @@ def _launching(parallel: bool):
     return _LAUNCH if parallel else contextlib.nullcontext()
 
 
-def _plan(T: int, B: int, H: int) -> tuple[bool, int]:
-    """(run in parallel?, hidden units per job) for T steps of B sequences of H units."""
-    if T * B * H < SERIAL_WORK:
-        return False, H
-    return True, _block(B, H, _threads())
+def _plan(T: int, B: int, H: int) -> tuple[bool, int, int]:
+    """(run in parallel?, sequences per job, hidden units per job) for T steps of B sequences
+    of H units. Serially (small work, or one thread): one job. In parallel, where there are
+    enough sequences to share out, one job per thread, each a run of whole sequences; else one
+    sequence per job and H split (`_block`)."""
+    threads = _threads() if T * B * H >= SERIAL_WORK else 1
+    if threads == 1:
+        return False, max(B, 1), H
+    if B >= 2 * threads:
+        return True, -(-B // threads), H
+    return True, 1, _block(B, H, threads)
 
 # numba's "omp" threading layer runs its own OpenMP pool beside torch's; on a small machine the
 # two pools' spin-waiting threads compete for the cores and a kernel launch was seen to wait
@@ -87,12 +95,12 @@ def _threads() -> int:
 
 
 def _block(B: int, H: int, threads: int) -> int:
-    """Hidden units per job: whole rows when there are enough sequences to share out, else
-    split H so that every thread gets a few jobs (batch-1 inference)."""
-    if B >= 2 * threads:
-        return H
-    pieces = math.ceil(4 * threads / B)
-    return max(16, math.ceil(H / pieces))
+    """Hidden units per job when there are too few sequences to share out (B < 2 threads): H
+    split into the fewest pieces that give every thread the same number of jobs, each piece a
+    whole number of 64-byte lines of float32. Measured at batch 1 (2 threads, H = 256-1,024,
+    T = 2,000-8,000): 2 jobs of 128 units took 0.5-0.9x the time of 8 jobs of 32."""
+    pieces = threads // math.gcd(B, threads)
+    return -(-max(16, math.ceil(H / pieces)) // 16) * 16
 
 
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}  # the compute dtypes
@@ -109,10 +117,22 @@ def _np(t: Tensor, dtype: torch.dtype) -> np.ndarray:
 
 
 @njit(inline="always", cache=True)
-def _job(job, nblk, blk, H):  # pragma: no cover (compiled)
-    """Job `job` of B * nblk: sequence b, hidden units [h0, h1) (blocks of `blk` units)."""
+def _jobs(B, H, seqs, blk):  # pragma: no cover (compiled)
+    """(number of jobs, blocks of units per run of sequences) for runs of `seqs` sequences and
+    blocks of `blk` units."""
+    nblk = (H + blk - 1) // blk
+    return ((B + seqs - 1) // seqs) * nblk, nblk
+
+
+@njit(inline="always", cache=True)
+def _job(job, nblk, seqs, blk, B, H):  # pragma: no cover (compiled)
+    """Job `job`: sequences [b0, b1) (runs of `seqs`), hidden units [h0, h1) (blocks of `blk`).
+    A job walks time outermost and its sequences within each step: in time-major memory the
+    rows of one step's sequences are next to each other, so each step reads a few long
+    contiguous runs instead of one short row per sequence at a stride of B rows."""
+    b0 = (job // nblk) * seqs
     h0 = (job % nblk) * blk
-    return job // nblk, h0, min(H, h0 + blk)
+    return b0, min(B, b0 + seqs), h0, min(H, h0 + blk)
 
 
 @_kernel
@@ -160,19 +180,20 @@ def _pool_step(act, ta, t, b, h0, h1, G, cell, h_out, c_out):  # pragma: no cove
 
 
 @_kernel
-def _pool_fwd_kernel(act, c0, G, blk, h_out, c_out):  # pragma: no cover (compiled)
+def _pool_fwd_kernel(act, c0, G, seqs, blk, h_out, c_out):  # pragma: no cover (compiled)
     T, B, _ = act.shape
     H = c0.shape[1]
-    nblk = (H + blk - 1) // blk
-    for job in prange(B * nblk):
-        b, h0, h1 = _job(job, nblk, blk, H)
+    njobs, nblk = _jobs(B, H, seqs, blk)
+    for job in prange(njobs):
+        b0, b1, h0, h1 = _job(job, nblk, seqs, blk, B, H)
         n = h1 - h0
-        cell = c0[b, h0:h1].copy()  # the running c of these units
+        cells = c0[b0:b1, h0:h1].copy()  # the running c of these sequences and units
         for t in range(T):
-            z = act[t, b, h0:h1]  # holds sigmoid(2 pre_z) on entry; tanh(pre_z) on exit
-            for j in range(n):
-                z[j] = 2 * z[j] - 1
-            _pool_step(act, t, t, b, h0, h1, G, cell, h_out, c_out)
+            for b in range(b0, b1):
+                z = act[t, b, h0:h1]  # holds sigmoid(2 pre_z) on entry; tanh(pre_z) on exit
+                for j in range(n):
+                    z[j] = 2 * z[j] - 1
+                _pool_step(act, t, t, b, h0, h1, G, cells[b - b0], h_out, c_out)
 
 
 def _lambert_tanh(depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,45 +229,46 @@ def _tanh32(x):  # pragma: no cover (compiled)
 
 
 @_kernel(fastmath={"contract"}, error_model="numpy")
-def _pool_fwd_fused_kernel(y, bias, c0, K, G, blk, act, h_out, c_out):  # pragma: no cover
-    """float32 forward in one pass: per step, the tap sum + bias of each gate into `pre`, its
-    activation into act (tanh for z, sigmoid for the others), then the recurrence on the row.
-    act is (T, B, GH), or (1, B, GH) when no backward needs it: a scratch row that each step
-    overwrites (each job only its own sequence and units)."""
+def _pool_fwd_fused_kernel(y, bias, c0, K, G, seqs, blk, act, h_out, c_out):  # pragma: no cover
+    """float32 forward in one pass: per step and sequence, the tap sum + bias of each gate into
+    `pre`, its activation into act (tanh for z, sigmoid for the others), then the recurrence on
+    the row. act is (T, B, GH), or (1, B, GH) when no backward needs it: a scratch row that
+    each step overwrites (each job only its own sequences and units)."""
     T, B, _ = c_out.shape
     GH = act.shape[2]
     H = c0.shape[1]
     keep = act.shape[0] == T
-    nblk = (H + blk - 1) // blk
-    for job in prange(B * nblk):
-        b, h0, h1 = _job(job, nblk, blk, H)
+    njobs, nblk = _jobs(B, H, seqs, blk)
+    for job in prange(njobs):
+        b0, b1, h0, h1 = _job(job, nblk, seqs, blk, B, H)
         n = h1 - h0
-        cell = c0[b, h0:h1].copy()  # the running c of these units
+        cells = c0[b0:b1, h0:h1].copy()  # the running c of these sequences and units
         pre = np.empty(n, act.dtype)
         for t in range(T):
             ta = t if keep else 0
-            for g in range(G):
-                lo = g * H + h0
-                bs = bias[lo:lo + n]
-                src = y[K - 1 + t, b, lo:lo + n]
-                for j in range(n):
-                    pre[j] = bs[j] + src[j]
-                for k in range(1, K):
-                    src = y[K - 1 + t - k, b, k * GH + lo:k * GH + lo + n]
+            for b in range(b0, b1):
+                for g in range(G):
+                    lo = g * H + h0
+                    bs = bias[lo:lo + n]
+                    src = y[K - 1 + t, b, lo:lo + n]
                     for j in range(n):
-                        pre[j] += src[j]
-                out = act[ta, b, lo:lo + n]
-                if g == 0:
-                    for j in range(n):
-                        out[j] = _tanh32(pre[j])
-                else:
-                    for j in range(n):
-                        out[j] = _HALF + _HALF * _tanh32(_HALF * pre[j])
-            _pool_step(act, ta, t, b, h0, h1, G, cell, h_out, c_out)
+                        pre[j] = bs[j] + src[j]
+                    for k in range(1, K):
+                        src = y[K - 1 + t - k, b, k * GH + lo:k * GH + lo + n]
+                        for j in range(n):
+                            pre[j] += src[j]
+                    out = act[ta, b, lo:lo + n]
+                    if g == 0:
+                        for j in range(n):
+                            out[j] = _tanh32(pre[j])
+                    else:
+                        for j in range(n):
+                            out[j] = _HALF + _HALF * _tanh32(_HALF * pre[j])
+                _pool_step(act, ta, t, b, h0, h1, G, cells[b - b0], h_out, c_out)
 
 
 @_kernel
-def _pool_bwd_kernel(act, c, c0, dh, dc, has_dh, has_dc, G, K, blk,
+def _pool_bwd_kernel(act, c, c0, dh, dc, has_dh, has_dc, G, K, seqs, blk,
                      dy, dbias_part, dc0_out):  # pragma: no cover (compiled)
     # Each loop over units reads and writes 1-D row views indexed by the loop counter alone:
     # an index like h0 + j keeps numba's negative-index wraparound check in the loop, which
@@ -254,136 +276,146 @@ def _pool_bwd_kernel(act, c, c0, dh, dc, has_dh, has_dc, G, K, blk,
     # of dy's row K-1+t; the other taps copy it after the time loop.
     T, B, GH = act.shape
     H = c0.shape[1]
-    nblk = (H + blk - 1) // blk
-    for job in prange(B * nblk):
-        b, h0, h1 = _job(job, nblk, blk, H)
+    njobs, nblk = _jobs(B, H, seqs, blk)
+    for job in prange(njobs):
+        b0, b1, h0, h1 = _job(job, nblk, seqs, blk, B, H)
         n = h1 - h0
-        running = np.zeros(n, act.dtype)  # gradient reaching c_t from c_{t+1}
+        runs = np.zeros((b1 - b0, n), act.dtype)  # gradient reaching c_t from c_{t+1}
         total = np.empty(n, act.dtype)    # dc~_t, everything reaching c_t
-        db_z = dbias_part[b, h0:h1]
-        db_f = dbias_part[b, H + h0:H + h1]
         for t in range(T - 1, -1, -1):
             r = K - 1 + t
-            a_z = act[t, b, h0:h1]
-            a_f = act[t, b, H + h0:H + h1]
-            g_z = dy[r, b, h0:h1]
-            g_f = dy[r, b, H + h0:H + h1]
-            c_prev = c[t - 1, b, h0:h1] if t > 0 else c0[b, h0:h1]
-            for j in range(n):
-                total[j] = running[j]
-            if has_dc:
-                g_c = dc[t, b, h0:h1]
+            for b in range(b0, b1):
+                running = runs[b - b0]
+                db_z = dbias_part[b, h0:h1]
+                db_f = dbias_part[b, H + h0:H + h1]
+                a_z = act[t, b, h0:h1]
+                a_f = act[t, b, H + h0:H + h1]
+                g_z = dy[r, b, h0:h1]
+                g_f = dy[r, b, H + h0:H + h1]
+                c_prev = c[t - 1, b, h0:h1] if t > 0 else c0[b, h0:h1]
                 for j in range(n):
-                    total[j] += g_c[j]
-            if G >= 3:
-                g_o = dy[r, b, 2 * H + h0:2 * H + h1]
-                if has_dh:
-                    a_o = act[t, b, 2 * H + h0:2 * H + h1]
-                    g_h = dh[t, b, h0:h1]
-                    c_now = c[t, b, h0:h1]
-                    db_o = dbias_part[b, 2 * H + h0:2 * H + h1]
+                    total[j] = running[j]
+                if has_dc:
+                    g_c = dc[t, b, h0:h1]
                     for j in range(n):
-                        o = a_o[j]
-                        total[j] += o * g_h[j]
-                        d_o = g_h[j] * c_now[j] * o * (1 - o)
-                        g_o[j] = d_o
-                        db_o[j] += d_o
+                        total[j] += g_c[j]
+                if G >= 3:
+                    g_o = dy[r, b, 2 * H + h0:2 * H + h1]
+                    if has_dh:
+                        a_o = act[t, b, 2 * H + h0:2 * H + h1]
+                        g_h = dh[t, b, h0:h1]
+                        c_now = c[t, b, h0:h1]
+                        db_o = dbias_part[b, 2 * H + h0:2 * H + h1]
+                        for j in range(n):
+                            o = a_o[j]
+                            total[j] += o * g_h[j]
+                            d_o = g_h[j] * c_now[j] * o * (1 - o)
+                            g_o[j] = d_o
+                            db_o[j] += d_o
+                    else:
+                        for j in range(n):
+                            g_o[j] = 0
+                if G == 4:
+                    a_i = act[t, b, 3 * H + h0:3 * H + h1]
+                    g_i = dy[r, b, 3 * H + h0:3 * H + h1]
+                    db_i = dbias_part[b, 3 * H + h0:3 * H + h1]
+                    for j in range(n):
+                        d = total[j]
+                        z = a_z[j]
+                        f = a_f[j]
+                        i = a_i[j]
+                        d_z = d * i * (1 - z * z)
+                        d_f = d * c_prev[j] * f * (1 - f)
+                        d_i = d * z * i * (1 - i)
+                        g_z[j] = d_z
+                        g_f[j] = d_f
+                        g_i[j] = d_i
+                        db_z[j] += d_z
+                        db_f[j] += d_f
+                        db_i[j] += d_i
+                        running[j] = d * f
                 else:
                     for j in range(n):
-                        g_o[j] = 0
-            if G == 4:
-                a_i = act[t, b, 3 * H + h0:3 * H + h1]
-                g_i = dy[r, b, 3 * H + h0:3 * H + h1]
-                db_i = dbias_part[b, 3 * H + h0:3 * H + h1]
-                for j in range(n):
-                    d = total[j]
-                    z = a_z[j]
-                    f = a_f[j]
-                    i = a_i[j]
-                    d_z = d * i * (1 - z * z)
-                    d_f = d * c_prev[j] * f * (1 - f)
-                    d_i = d * z * i * (1 - i)
-                    g_z[j] = d_z
-                    g_f[j] = d_f
-                    g_i[j] = d_i
-                    db_z[j] += d_z
-                    db_f[j] += d_f
-                    db_i[j] += d_i
-                    running[j] = d * f
-            else:
-                for j in range(n):
-                    d = total[j]
-                    z = a_z[j]
-                    f = a_f[j]
-                    d_z = d * (1 - f) * (1 - z * z)
-                    d_f = d * (c_prev[j] - z) * f * (1 - f)
-                    g_z[j] = d_z
-                    g_f[j] = d_f
-                    db_z[j] += d_z
-                    db_f[j] += d_f
-                    running[j] = d * f
+                        d = total[j]
+                        z = a_z[j]
+                        f = a_f[j]
+                        d_z = d * (1 - f) * (1 - z * z)
+                        d_f = d * (c_prev[j] - z) * f * (1 - f)
+                        g_z[j] = d_z
+                        g_f[j] = d_f
+                        db_z[j] += d_z
+                        db_f[j] += d_f
+                        running[j] = d * f
         if K > 1:
             # tap k applied to input row r carried x_{r-(K-1)} to step t = r - (K-1) + k, whose
             # gradient sits in tap 0 of row r + k; rows reaching no step get zeros
             for k in range(1, K):
                 for r in range(T + K - 1):
-                    for g_ in range(G):
-                        out = dy[r, b, k * GH + g_ * H + h0:k * GH + g_ * H + h1]
-                        if K - 1 <= r + k <= T + K - 2:
-                            src = dy[r + k, b, g_ * H + h0:g_ * H + h1]
-                            for j in range(n):
-                                out[j] = src[j]
-                        else:
-                            for j in range(n):
-                                out[j] = 0
+                    for b in range(b0, b1):
+                        for g_ in range(G):
+                            out = dy[r, b, k * GH + g_ * H + h0:k * GH + g_ * H + h1]
+                            if K - 1 <= r + k <= T + K - 2:
+                                src = dy[r + k, b, g_ * H + h0:g_ * H + h1]
+                                for j in range(n):
+                                    out[j] = src[j]
+                            else:
+                                for j in range(n):
+                                    out[j] = 0
             for r in range(K - 1):  # tap 0 of the context rows reaches no step
-                for g_ in range(G):
-                    out = dy[r, b, g_ * H + h0:g_ * H + h1]
-                    for j in range(n):
-                        out[j] = 0
-        for j in range(n):
-            dc0_out[b, h0 + j] = running[j]
+                for b in range(b0, b1):
+                    for g_ in range(G):
+                        out = dy[r, b, g_ * H + h0:g_ * H + h1]
+                        for j in range(n):
+                            out[j] = 0
+        for b in range(b0, b1):
+            for j in range(n):
+                dc0_out[b, h0 + j] = runs[b - b0, j]
 
 
 @_kernel
-def _fm_fwd_kernel(f, z, c0, blk, c_out):  # pragma: no cover (compiled)
+def _fm_fwd_kernel(f, z, c0, seqs, blk, c_out):  # pragma: no cover (compiled)
     T, B, H = f.shape
-    nblk = (H + blk - 1) // blk
-    for job in prange(B * nblk):
-        b, h0, h1 = _job(job, nblk, blk, H)
+    njobs, nblk = _jobs(B, H, seqs, blk)
+    for job in prange(njobs):
+        b0, b1, h0, h1 = _job(job, nblk, seqs, blk, B, H)
         n = h1 - h0
-        cell = c0[b, h0:h1].copy()  # the running c of these units
+        cells = c0[b0:b1, h0:h1].copy()  # the running c of these sequences and units
         for t in range(T):
-            fr = f[t, b, h0:h1]
-            zr = z[t, b, h0:h1]
-            c_row = c_out[t, b, h0:h1]
-            for j in range(n):
-                cell[j] = zr[j] + fr[j] * (cell[j] - zr[j])
-                c_row[j] = cell[j]
+            for b in range(b0, b1):
+                cell = cells[b - b0]
+                fr = f[t, b, h0:h1]
+                zr = z[t, b, h0:h1]
+                c_row = c_out[t, b, h0:h1]
+                for j in range(n):
+                    cell[j] = zr[j] + fr[j] * (cell[j] - zr[j])
+                    c_row[j] = cell[j]
 
 
 @_kernel
-def _fm_bwd_kernel(f, z, c0, c, dc, blk, df, dz, dc0_out):  # pragma: no cover (compiled)
+def _fm_bwd_kernel(f, z, c0, c, dc, seqs, blk, df, dz, dc0_out):  # pragma: no cover (compiled)
     T, B, H = f.shape
-    nblk = (H + blk - 1) // blk
-    for job in prange(B * nblk):
-        b, h0, h1 = _job(job, nblk, blk, H)
+    njobs, nblk = _jobs(B, H, seqs, blk)
+    for job in prange(njobs):
+        b0, b1, h0, h1 = _job(job, nblk, seqs, blk, B, H)
         n = h1 - h0
-        running = np.zeros(n, f.dtype)
+        runs = np.zeros((b1 - b0, n), f.dtype)
         for t in range(T - 1, -1, -1):
-            fr = f[t, b, h0:h1]
-            zr = z[t, b, h0:h1]
-            g = dc[t, b, h0:h1]
-            c_prev = c[t - 1, b, h0:h1] if t > 0 else c0[b, h0:h1]
-            df_row = df[t, b, h0:h1]
-            dz_row = dz[t, b, h0:h1]
+            for b in range(b0, b1):
+                running = runs[b - b0]
+                fr = f[t, b, h0:h1]
+                zr = z[t, b, h0:h1]
+                g = dc[t, b, h0:h1]
+                c_prev = c[t - 1, b, h0:h1] if t > 0 else c0[b, h0:h1]
+                df_row = df[t, b, h0:h1]
+                dz_row = dz[t, b, h0:h1]
+                for j in range(n):
+                    d = running[j] + g[j]
+                    df_row[j] = d * (c_prev[j] - zr[j])
+                    dz_row[j] = d * (1 - fr[j])
+                    running[j] = d * fr[j]
+        for b in range(b0, b1):
             for j in range(n):
-                d = running[j] + g[j]
-                df_row[j] = d * (c_prev[j] - zr[j])
-                dz_row[j] = d * (1 - fr[j])
-                running[j] = d * fr[j]
-        for j in range(n):
-            dc0_out[b, h0 + j] = running[j]
+                dc0_out[b, h0 + j] = runs[b - b0, j]
 
 
 def _c0_np(c0: Tensor | None, B: int, H: int, dtype: torch.dtype) -> np.ndarray:
@@ -409,14 +441,14 @@ def pool_forward(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str
     fused = cd == torch.float32
     act = torch.empty(T if save or not fused else min(T, 1), B, gh, dtype=cd)
     bias_ = np.zeros(gh, _NP_DTYPES[cd]) if bias is None else _np(bias, cd)
-    parallel, blk = _plan(T, B, H)
+    parallel, seqs, blk = _plan(T, B, H)
     c = torch.empty(T, B, H, dtype=act.dtype)
     h = torch.empty(T, B, H, dtype=act.dtype) if G >= 3 else act.new_empty(0)
     if fused:
         if T and B and H:  # numba jobs need at least one (sequence, unit)
             with _launching(parallel):
                 _pool_fwd_fused_kernel[parallel](
-                    _np(y, cd), bias_, _c0_np(c0, B, H, cd), window, G, blk,
+                    _np(y, cd), bias_, _c0_np(c0, B, H, cd), window, G, seqs, blk,
                     act.numpy(), h.numpy() if G >= 3 else c.numpy(), c.numpy())
         return h, c, act
     if T and B and H:  # numba jobs need at least one (sequence, unit)
@@ -426,7 +458,7 @@ def pool_forward(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str
     if T and B and H:  # numba jobs need at least one (sequence, unit)
         with _launching(parallel):
             _pool_fwd_kernel[parallel](act.numpy(), _c0_np(c0, B, H, act.dtype), G,
-                                       blk, h.numpy() if G >= 3 else c.numpy(), c.numpy())
+                                       seqs, blk, h.numpy() if G >= 3 else c.numpy(), c.numpy())
     return h, c, act
 
 
@@ -442,10 +474,10 @@ def pool_backward(act: Tensor, c: Tensor, c0: Tensor | None, dh: Tensor | None,
     dbias_part = torch.zeros(B, gh, dtype=cd)
     dc0 = torch.empty(B, H, dtype=cd)
     if T and B and H:  # numba jobs need at least one (sequence, unit)
-        parallel, blk = _plan(T, B, H)
+        parallel, seqs, blk = _plan(T, B, H)
         args = (_np(act, cd), _np(c, cd), _c0_np(c0, B, H, cd),
                 dummy if dh is None else _np(dh, cd), dummy if dc is None else _np(dc, cd),
-                dh is not None, dc is not None, G, window, blk,
+                dh is not None, dc is not None, G, window, seqs, blk,
                 dy.numpy(), dbias_part.numpy(), dc0.numpy())
         with _launching(parallel):
             _pool_bwd_kernel[parallel](*args)
@@ -460,10 +492,10 @@ def forget_mult_forward(f: Tensor, z: Tensor, c0: Tensor | None) -> Tensor:
     cd = compute_dtype(f.dtype)
     c = torch.empty(T, B, H, dtype=cd)
     if T and B and H:  # numba jobs need at least one (sequence, unit)
-        parallel, blk = _plan(T, B, H)
+        parallel, seqs, blk = _plan(T, B, H)
         with _launching(parallel):
             _fm_fwd_kernel[parallel](_np(f, cd), _np(z, cd),
-                                     _c0_np(c0, B, H, cd), blk, c.numpy())
+                                     _c0_np(c0, B, H, cd), seqs, blk, c.numpy())
     return c
 
 
@@ -474,9 +506,9 @@ def forget_mult_backward(f: Tensor, z: Tensor, c0: Tensor | None, c: Tensor,
     df, dz = torch.empty(T, B, H, dtype=cd), torch.empty(T, B, H, dtype=cd)
     dc0 = torch.zeros(B, H, dtype=cd)
     if T and B and H:  # numba jobs need at least one (sequence, unit)
-        parallel, blk = _plan(T, B, H)
+        parallel, seqs, blk = _plan(T, B, H)
         with _launching(parallel):
             _fm_bwd_kernel[parallel](_np(f, cd), _np(z, cd),
                                      _c0_np(c0, B, H, cd), _np(c, cd), _np(dc, cd),
-                                     blk, df.numpy(), dz.numpy(), dc0.numpy())
+                                     seqs, blk, df.numpy(), dz.numpy(), dc0.numpy())
     return df, dz, None if c0 is None else dc0
