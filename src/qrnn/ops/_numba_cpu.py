@@ -5,10 +5,11 @@ lazily, on the first call that runs this backend, so `import qrnn` never needs n
 
 How it is fast: the work splits into jobs of (a run of sequences, a block of hidden units); jobs
 run in parallel (`prange`, one thread per torch thread), and each job walks time in order keeping
-its cells in a small local buffer, and within each step its sequences, so every step reads and
-writes long contiguous runs of rows that the compiler vectorises. (With one sequence per job,
-each walking all of time before the next, a step read one short row per sequence at a stride of
-B rows: at the paper's shape the forward took 1.2-1.5x and the backward 1.3-1.4x as long.)
+its cells in a local (sequences x units) buffer, and within each step its sequences, so every
+step reads and writes long contiguous runs of rows that the compiler vectorises. (With one
+sequence per job, each walking all of time before the next, a step read one short row per
+sequence at a stride of B rows: at the paper's shape `qrnn_pool`'s forward + backward took
+1.6-1.8x as long; README, "Speed", table 1.)
 Every kernel is compiled twice, parallel and serial (`_kernel`): below `SERIAL_WORK` unit-steps
 (batch-1 inference, short batches) waking the thread pool costs more than it saves (measured: a
 230-step review's forward pooling 0.43 ms parallel, 0.15 ms serial), so the serial one runs. numba has no vectorised exp/tanh here (no SVML), and its scalar calls
@@ -68,9 +69,9 @@ def _launching(parallel: bool):
 
 def _plan(T: int, B: int, H: int) -> tuple[bool, int, int]:
     """(run in parallel?, sequences per job, hidden units per job) for T steps of B sequences
-    of H units. Serially (small work, or one thread): one job. In parallel, where there are
-    enough sequences to share out, one job per thread, each a run of whole sequences; else one
-    sequence per job and H split (`_block`)."""
+    of H units. Serially (small work, or one thread): one job. In parallel, where there are at
+    least 2 sequences per thread, at most one job per thread, each a run of ceil(B / threads)
+    whole sequences; else one sequence per job and H split into blocks (`_block`)."""
     threads = _threads() if T * B * H >= SERIAL_WORK else 1
     if threads == 1:
         return False, max(B, 1), H
@@ -96,11 +97,15 @@ def _threads() -> int:
 
 def _block(B: int, H: int, threads: int) -> int:
     """Hidden units per job when there are too few sequences to share out (B < 2 threads): H
-    split into the fewest pieces that give every thread the same number of jobs, each piece a
-    whole number of 64-byte lines of float32. Measured at batch 1 (2 threads, H = 256-1,024,
-    T = 2,000-8,000): 2 jobs of 128 units took 0.5-0.9x the time of 8 jobs of 32."""
+    split into the fewest pieces that give every thread the same number of jobs (B * pieces
+    jobs, a multiple of threads) where H splits into that many equal blocks (any H >= 16 does
+    for up to 4 threads; 33 units in 8 pieces do not), blocks of a multiple of 16 units where
+    that keeps the count. Measured at batch 1, 2 threads, H = 256 and 1,024, T = 2,000-8,000:
+    2 jobs took 0.5-0.9x the time of the 8 smaller ones an earlier rule made."""
     pieces = threads // math.gcd(B, threads)
-    return -(-max(16, math.ceil(H / pieces)) // 16) * 16
+    blk = -(-H // pieces)
+    aligned = -(-blk // 16) * 16
+    return aligned if -(-H // aligned) == pieces else max(blk, 1)
 
 
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}  # the compute dtypes
@@ -368,8 +373,10 @@ def _pool_bwd_kernel(act, c, c0, dh, dc, has_dh, has_dc, G, K, seqs, blk,
                         for j in range(n):
                             out[j] = 0
         for b in range(b0, b1):
+            row = dc0_out[b, h0:h1]
+            running = runs[b - b0]
             for j in range(n):
-                dc0_out[b, h0 + j] = runs[b - b0, j]
+                row[j] = running[j]
 
 
 @_kernel
@@ -414,8 +421,10 @@ def _fm_bwd_kernel(f, z, c0, c, dc, seqs, blk, df, dz, dc0_out):  # pragma: no c
                     dz_row[j] = d * (1 - fr[j])
                     running[j] = d * fr[j]
         for b in range(b0, b1):
+            row = dc0_out[b, h0:h1]
+            running = runs[b - b0]
             for j in range(n):
-                dc0_out[b, h0 + j] = runs[b - b0, j]
+                row[j] = running[j]
 
 
 def _c0_np(c0: Tensor | None, B: int, H: int, dtype: torch.dtype) -> np.ndarray:
