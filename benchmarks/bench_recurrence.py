@@ -1,5 +1,6 @@
 """Benchmark: the pooling recurrence alone (`qrnn_pool`, fo-pooling, and `forget_mult`) per
-backend, forward and forward+backward, against the machine's memory floor.
+backend, forward and forward+backward, against the machine's memory floor. Every contender
+(backend x forward / forward+backward) is timed interleaved with the others (`common.compare`).
 
 The floor is the bytes the op must move divided by the copy bandwidth of a large tensor:
     qrnn_pool fwd: read gates (3 THB) + write h, c (2 THB) floats;
@@ -15,7 +16,7 @@ import argparse
 
 import torch
 
-from common import copy_bandwidth, machine, table, timeit
+from common import compare, copy_bandwidth, machine, table
 from qrnn.ops import forget_mult, qrnn_pool
 
 
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--backends", default="python,numba")
     args = parser.parse_args()
     T, B, H = args.T, args.B, args.H
+    backends = args.backends.split(",")
     torch.manual_seed(0)
     bandwidth = copy_bandwidth()
     unit = T * B * H * 4  # bytes of one (T, B, H) float32 tensor
@@ -39,7 +41,8 @@ def main() -> None:
     for op, fwd_units, bwd_units in (("qrnn_pool fo", 5, 9), ("forget_mult", 3, 6)):
         floor_fwd = fwd_units * unit / bandwidth
         floor_both = (fwd_units + bwd_units) * unit / bandwidth
-        for backend in args.backends.split(","):
+        fns = {}
+        for backend in backends:
             if op == "qrnn_pool fo":
                 def run(grad, backend=backend):
                     h, c = qrnn_pool(gates, None, "fo", backend=backend)
@@ -50,9 +53,16 @@ def main() -> None:
                     c, last = forget_mult(f, z, None, backend=backend)
                     if grad:
                         torch.autograd.grad([c, last], [f, z], [gc, gh[-1]])
-            with torch.no_grad():
-                t_fwd = timeit(lambda: run(False))
-            t_both = timeit(lambda: run(True))
+
+            def forward(run=run):
+                with torch.no_grad():
+                    run(False)
+
+            fns[f"{backend} fwd"] = forward
+            fns[f"{backend} both"] = lambda run=run: run(True)
+        times = compare(fns, repeat=9, warmup=2, budget_s=60)  # interleaved, see common.compare
+        for backend in backends:
+            t_fwd, t_both = times[f"{backend} fwd"], times[f"{backend} both"]
             rows.append([op, backend, t_fwd * 1e3, t_fwd / floor_fwd,
                          t_both * 1e3, t_both / floor_both])
         rows.append([op, "memory floor", floor_fwd * 1e3, 1.0, floor_both * 1e3, 1.0])
