@@ -9,7 +9,7 @@ its cells in a local (sequences x units) buffer, and within each step its sequen
 step reads and writes long contiguous runs of rows that the compiler vectorises. (With one
 sequence per job, each walking all of time before the next, a step read one short row per
 sequence at a stride of B rows: at the paper's shape `qrnn_pool`'s forward + backward took
-1.6-1.8x as long; README, "Speed", table 1.)
+1.1-1.8x as long over six paired runs; README, "Speed", table 1.)
 Every kernel is compiled twice, parallel and serial (`_kernel`): below `SERIAL_WORK` unit-steps
 (batch-1 inference, short batches) waking the thread pool costs more than it saves (measured: a
 230-step review's forward pooling 0.43 ms parallel, 0.15 ms serial), so the serial one runs. numba has no vectorised exp/tanh here (no SVML), and its scalar calls
