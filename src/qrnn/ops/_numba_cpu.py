@@ -12,8 +12,9 @@ sequence at a stride of B rows: at the paper's shape `qrnn_pool`'s forward + bac
 1.1-1.8x as long over six paired runs; README, "Speed", table 1.)
 Every kernel is compiled twice, parallel and serial (`_kernel`): below `SERIAL_WORK` unit-steps
 (batch-1 inference, short batches) waking the thread pool costs more than it saves (measured: a
-230-step review's forward pooling 0.43 ms parallel, 0.15 ms serial), so the serial one runs. numba has no vectorised exp/tanh here (no SVML), and its scalar calls
-cost more than the whole recurrence, so in float32 the forward is one kernel
+230-step review's forward pooling 0.43 ms parallel, 0.15 ms serial), so the serial one runs.
+numba has no vectorised exp/tanh here (no SVML), and its scalar calls cost more than the whole
+recurrence, so in float32 the forward is one kernel
 (`_pool_fwd_fused_kernel`) whose activations are a rational function that LLVM vectorises
 (`_tanh32`: Lambert's continued fraction for tanh, cut at depth 12, max abs error 3.1e-7 in
 float32, torch's own 3e-8; sigmoid(x) = (1 + tanh(x/2)) / 2). At the paper's shape it took
@@ -372,11 +373,7 @@ def _pool_bwd_kernel(act, c, c0, dh, dc, has_dh, has_dc, G, K, seqs, blk,
                         out = dy[r, b, g_ * H + h0:g_ * H + h1]
                         for j in range(n):
                             out[j] = 0
-        for b in range(b0, b1):
-            row = dc0_out[b, h0:h1]
-            running = runs[b - b0]
-            for j in range(n):
-                row[j] = running[j]
+        dc0_out[b0:b1, h0:h1] = runs  # once per job: no loop to vectorise
 
 
 @_kernel
@@ -420,11 +417,7 @@ def _fm_bwd_kernel(f, z, c0, c, dc, seqs, blk, df, dz, dc0_out):  # pragma: no c
                     df_row[j] = d * (c_prev[j] - zr[j])
                     dz_row[j] = d * (1 - fr[j])
                     running[j] = d * fr[j]
-        for b in range(b0, b1):
-            row = dc0_out[b, h0:h1]
-            running = runs[b - b0]
-            for j in range(n):
-                row[j] = running[j]
+        dc0_out[b0:b1, h0:h1] = runs  # once per job: no loop to vectorise
 
 
 def _c0_np(c0: Tensor | None, B: int, H: int, dtype: torch.dtype) -> np.ndarray:
