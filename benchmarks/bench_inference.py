@@ -10,6 +10,7 @@ Contenders are timed interleaved (`common.compare`), each warm (`rewarm`: run on
 right before each timed run, as when one model serves review after review).
 
     .venv/bin/python benchmarks/bench_inference.py [--tokens 230] [--vocab 20000]
+    python benchmarks/bench_inference.py --device cuda [--tf32]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import argparse
 
 import torch
 
-from common import compare, machine, table
+from common import allow_tf32, compare, device_sync, machine, table
 from qrnn.ops import causal_conv
 from qrnn.sentiment.model import ModelConfig, SentimentClassifier
 
@@ -27,18 +28,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=230)
     parser.add_argument("--vocab", type=int, default=20000)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (Triton kernels, cuDNN LSTM)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="CUDA: let float32 products use TF32 on both sides (default: neither)")
     args = parser.parse_args()
+    allow_tf32(args.tf32)
     torch.manual_seed(0)
-    T = args.tokens
-    ids = torch.randint(1, args.vocab, (1, T))
-    lengths = torch.tensor([T])
-    models = {rnn: SentimentClassifier(ModelConfig(vocab_size=args.vocab, rnn=rnn)).eval()
+    T, device = args.tokens, args.device
+    ids = torch.randint(1, args.vocab, (1, T), device=device)
+    lengths = torch.tensor([T], device=device)
+    models = {rnn: SentimentClassifier(ModelConfig(vocab_size=args.vocab, rnn=rnn)).to(device).eval()
               for rnn in ("qrnn", "lstm")}
     qrnn = models["qrnn"]
     layers = qrnn.rnn.layers
     # inputs of each layer's convolution: (T, 1, I_l), I_l = E + l*H (dense)
-    xs = [torch.randn(T, 1, layer.input_size) for layer in layers]
-    head_in = torch.randn(1, qrnn.head.in_features)
+    xs = [torch.randn(T, 1, layer.input_size, device=device) for layer in layers]
+    head_in = torch.randn(1, qrnn.head.in_features, device=device)
 
     def matmuls():
         for layer, x in zip(layers, xs):
@@ -49,7 +54,8 @@ def main() -> None:
         logits = {rnn: m(ids, lengths) for rnn, m in models.items()}
         assert all(torch.isfinite(v).all() for v in logits.values())
         fns = {rnn: (lambda m=m: m(ids, lengths)) for rnn, m in models.items()}
-        times = compare({**fns, "matmul": matmuls}, repeat=60, warmup=5, rewarm=True)
+        times = compare({**fns, "matmul": matmuls}, repeat=60, warmup=5, rewarm=True,
+                        sync=device_sync(device))
     rows = [["QRNN classifier", times["qrnn"] * 1e3, 1.0, times["qrnn"] / times["matmul"]],
             ["LSTM classifier", times["lstm"] * 1e3, times["lstm"] / times["qrnn"], ""],
             ["QRNN matmuls only", times["matmul"] * 1e3, "", 1.0]]

@@ -18,6 +18,12 @@ input and of every parameter (`torch.autograd.grad`, so nothing accumulates into
 I=300, H=256), then a sweep over T at B=24 and over B at T=400.
 
     .venv/bin/python benchmarks/bench_layer.py [--quick]
+    python benchmarks/bench_layer.py --device cuda [--tf32]
+
+On CUDA the layer's pooling runs the Triton kernels and the LSTM is cuDNN's; there is no "other
+layer" (the CPU products choice). Float32 products run in full float32 on both sides unless
+`--tf32` lets both use TF32 (PyTorch's own defaults differ: cuDNN's LSTM may use TF32, torch.mm
+may not, which would favour the LSTM); the header says which.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from unittest import mock
 import torch
 from torch import nn
 
-from common import compare, machine, table
+from common import allow_tf32, compare, device_sync, machine, table
 from qrnn.modules.qrnn import QRNNLayer
 from qrnn.ops import causal_conv, conv, qrnn_conv_pool
 
@@ -71,16 +77,21 @@ def measure(T: int, B: int, I: int, H: int, window: int = 2,
         gates = causal_conv(x, weight, None, window)
         torch.autograd.grad(gates, [x, weight], gates_grad)
 
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    return compare({"lstm": run_lstm, "layer": run_layer, "fused": run_fused,
-                    "other": run_other, "matmul": run_matmul}, sync=sync)
+    fns = {"lstm": run_lstm, "layer": run_layer, "fused": run_fused, "other": run_other,
+           "matmul": run_matmul}
+    if device != "cpu":
+        del fns["other"]
+    return compare(fns, sync=device_sync(device))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="the paper's shape only")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (Triton kernels, cuDNN LSTM)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="CUDA: let float32 products use TF32 on both sides (default: neither)")
     args = parser.parse_args()
+    allow_tf32(args.tf32)
     I, H = 300, 256
     shapes = [(400, 24)]
     if not args.quick:
@@ -88,16 +99,17 @@ def main() -> None:
     rows = []
     for T, B in shapes:
         m = measure(T, B, I, H, device=args.device)
-        rows.append([T, B, m["lstm"] * 1e3, m["layer"] * 1e3, m["fused"] * 1e3, m["other"] * 1e3,
-                     m["matmul"] * 1e3, m["lstm"] / m["layer"], m["layer"] / m["matmul"],
-                     m["fused"] / m["layer"], m["other"] / m["layer"]])
+        other = [m["other"] * 1e3, m["other"] / m["layer"]] if "other" in m else []
+        rows.append([T, B, m["lstm"] * 1e3, m["layer"] * 1e3, m["fused"] * 1e3, m["matmul"] * 1e3,
+                     m["lstm"] / m["layer"], m["layer"] / m["matmul"], m["fused"] / m["layer"],
+                     *other])
     print(f"## One layer, forward + backward, I={I} H={H} window=2 fo-pooling, float32\n")
     print(machine() + "\n")
-    other = other_products()
-    print(table(["T", "B", "LSTM ms", "QRNN layer ms", "python-loop layer ms",
-                 f"layer on {other} ms", "matmul ms",
-                 "LSTM / layer (speed-up)", "layer / matmul", "python loop / layer",
-                 f"{other} / layer"], rows))
+    headers = ["T", "B", "LSTM ms", "QRNN layer ms", "python-loop layer ms", "matmul ms",
+               "LSTM / layer (speed-up)", "layer / matmul", "python loop / layer"]
+    if args.device == "cpu":
+        headers += [f"layer on {other_products()} ms", f"{other_products()} / layer"]
+    print(table(headers, rows))
 
 
 if __name__ == "__main__":

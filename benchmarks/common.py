@@ -47,7 +47,8 @@ KEEP_FREED_MEMORY = keep_freed_memory()
 def machine() -> str:
     """One markdown line describing where the numbers come from."""
     malloc = "keeps freed memory" if KEEP_FREED_MEMORY else "default"
-    gpu = f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    gpu = (f", GPU: {torch.cuda.get_device_name()} ({tf32_note()}, triton {triton_version()})"
+           if torch.cuda.is_available() else "")
     return (f"machine: {platform.platform()}, CPU: {cpu_name()} ({os.cpu_count()} logical){gpu}, "
             f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
             f"commit {commit()}, load average at start {os.getloadavg()[0]:.2f}, "
@@ -106,12 +107,44 @@ def compare(fns: dict[str, Callable[[], object]], repeat: int = 7, warmup: int =
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def copy_bandwidth(mib: int = 512) -> float:
-    """Bytes per second moved (read + write) by copying a large float32 tensor."""
-    src = torch.randn(mib * 2**18)
+def device_sync(device: str) -> Callable[[], object] | None:
+    """What `compare` must call before reading the clock on `device` (None on CPU)."""
+    return torch.cuda.synchronize if torch.device(device).type == "cuda" else None
+
+
+def copy_bandwidth(mib: int = 512, device: str = "cpu") -> float:
+    """Bytes per second moved (read + write) by copying a large float32 tensor on `device`."""
+    src = torch.randn(mib * 2**18, device=device)
     dst = torch.empty_like(src)
-    seconds = timeit(lambda: dst.copy_(src), repeat=7)
+    sync = device_sync(device) or (lambda: None)
+
+    def copy():
+        dst.copy_(src)
+        sync()
+
+    seconds = timeit(copy, repeat=7)
     return 2 * src.numel() * 4 / seconds
+
+
+def triton_version() -> str:
+    try:
+        import triton
+    except ImportError:
+        return "not installed"
+    return triton.__version__
+
+
+def allow_tf32(allowed: bool) -> None:
+    """Whether float32 products on CUDA may run as TF32, for cuBLAS (torch.mm: the QRNN's) and
+    cuDNN (the LSTM's) alike. PyTorch's defaults differ (cuDNN yes, cuBLAS no), which would time
+    the LSTM at a lower precision than the QRNN; the CUDA benchmarks set both, default off."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+
+
+def tf32_note() -> str:
+    """On CUDA, whether float32 products may run as TF32 (cuBLAS: torch.mm; cuDNN: the LSTM)."""
+    return (f"TF32 allowed: torch.mm {torch.backends.cuda.matmul.allow_tf32}, "
+            f"cuDNN {torch.backends.cudnn.allow_tf32}")
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
