@@ -37,8 +37,10 @@ def main() -> None:
     T, device = args.tokens, args.device
     ids = torch.randint(1, args.vocab, (1, T), device=device)
     lengths = torch.tensor([T], device=device)
-    models = {rnn: SentimentClassifier(ModelConfig(vocab_size=args.vocab, rnn=rnn)).to(device).eval()
+    models = {rnn: SentimentClassifier(ModelConfig(vocab_size=args.vocab, rnn=rnn)).to(device)
               for rnn in ("qrnn", "lstm")}
+    for model in models.values():
+        model.eval()
     qrnn = models["qrnn"]
     layers = qrnn.rnn.layers
     # inputs of each layer's convolution: (T, 1, I_l), I_l = E + l*H (dense)

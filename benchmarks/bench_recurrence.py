@@ -8,17 +8,16 @@ The floor is the bytes the op must move divided by the copy bandwidth of a large
     forget_mult fwd: read f, z + write c (3 THB); fwd+bwd adds read f, z, c, dc + write df, dz (6).
 
     .venv/bin/python benchmarks/bench_recurrence.py [--T 400 --B 24 --H 256]
-    python benchmarks/bench_recurrence.py --device cuda --chunks 1,4,8,16,32
+    python benchmarks/bench_recurrence.py --device cuda --chunks 1,4,16,32 --blocks 16,64,128
 
-On CUDA the backends are "python" and "triton", and `--chunks` times the Triton kernels at each
-number of steps per chunk (`_triton_gpu.CHUNK`; 1 walks time step by step), side by side.
+On CUDA the backends are "python" and "triton"; `--chunks` also times the Triton kernels at
+other numbers of steps per chunk (`_triton_gpu.CHUNK`; 1 walks time step by step), `--blocks` at
+other numbers of channels per program (`_triton_gpu.BLOCK`, one warp per 32), side by side.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-from unittest import mock
 
 import torch
 
@@ -26,24 +25,34 @@ from common import compare, copy_bandwidth, device_sync, machine, table
 from qrnn.ops import forget_mult, qrnn_pool
 
 
-def contenders(backends: list[str], chunks: list[int]) -> list[tuple[str, str, int | None]]:
-    """(label, backend, Triton chunk or None for the module's own) for each contender."""
+def contenders(backends: list[str], chunks: list[int],
+               blocks: list[int]) -> list[tuple[str, str, int | None, int | None]]:
+    """(label, backend, Triton float32 chunk, Triton block; None for the module's own)."""
     out = []
     for backend in backends:
-        if backend == "triton" and chunks:
-            out += [(f"triton, chunk {n}", "triton", n) for n in chunks]
-        else:
-            out.append((backend, backend, None))
+        out.append((backend, backend, None, None))
+        if backend == "triton":
+            out += [(f"triton, chunk {n}", "triton", n, None) for n in chunks]
+            out += [(f"triton, block {n}", "triton", None, n) for n in blocks]
     return out
 
 
-def chunk_setting(chunk: int | None):
-    """A context in which the Triton kernels walk `chunk` float32 steps per chunk."""
-    if chunk is None:
-        return contextlib.nullcontext()
-    from qrnn.ops import _triton_gpu
+def triton_setting(backend: str, chunk: int | None, block: int | None):
+    """A function that sets the Triton kernels' float32 chunk and block (one warp per 32
+    channels) before a contender runs: plain assignments, so they cost next to nothing inside
+    the timed region; None means the module's own."""
+    if backend != "triton":
+        return lambda: None
+    from qrnn.ops import _triton_gpu as kernels
 
-    return mock.patch.dict(_triton_gpu.CHUNK, {torch.float32: chunk})
+    chunk = kernels.CHUNK[torch.float32] if chunk is None else chunk
+    block = kernels.BLOCK if block is None else block
+    launch = {**kernels.LAUNCH, "num_warps": max(1, block // 32)}
+
+    def apply():
+        kernels.CHUNK[torch.float32], kernels.BLOCK, kernels.LAUNCH = chunk, block, launch
+
+    return apply
 
 
 def main() -> None:
@@ -53,14 +62,21 @@ def main() -> None:
     parser.add_argument("--H", type=int, default=256)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda")
     parser.add_argument("--backends", default=None,
-                        help="comma-separated (default: python,numba on CPU, python,triton on CUDA)")
+                        help="comma-separated; default python,numba on CPU, python,triton on CUDA")
     parser.add_argument("--chunks", default="",
-                        help="Triton only: comma-separated steps per chunk to time side by side")
+                        help="Triton: comma-separated float32 steps per chunk to time as well")
+    parser.add_argument("--blocks", default="",
+                        help="Triton: comma-separated channels per program to time as well")
     args = parser.parse_args()
     T, B, H, device = args.T, args.B, args.H, args.device
     cuda = torch.device(device).type == "cuda"
     backends = (args.backends or ("python,triton" if cuda else "python,numba")).split(",")
     chunks = [int(n) for n in args.chunks.split(",") if n]
+    blocks = [int(n) for n in args.blocks.split(",") if n]
+    everyone = contenders(backends, chunks, blocks)
+    # made before any contender runs: each captures the module's own chunk and block
+    settings = {label: triton_setting(backend, chunk, block)
+                for label, backend, chunk, block in everyone}
     torch.manual_seed(0)
     bandwidth = copy_bandwidth(device=device)
     unit = T * B * H * 4  # bytes of one (T, B, H) float32 tensor
@@ -74,7 +90,8 @@ def main() -> None:
         floor_fwd = fwd_units * unit / bandwidth
         floor_both = (fwd_units + bwd_units) * unit / bandwidth
         fns = {}
-        for label, backend, chunk in contenders(backends, chunks):
+        for label, backend, _, _ in everyone:
+            setting = settings[label]
             if op == "qrnn_pool fo":
                 def run(grad, backend=backend):
                     h, c = qrnn_pool(gates, None, "fo", backend=backend)
@@ -86,18 +103,19 @@ def main() -> None:
                     if grad:
                         torch.autograd.grad([c, last], [f, z], [gc, gh[-1]])
 
-            def forward(run=run, chunk=chunk):
-                with torch.no_grad(), chunk_setting(chunk):
+            def forward(run=run, setting=setting):
+                setting()
+                with torch.no_grad():
                     run(False)
 
-            def both(run=run, chunk=chunk):
-                with chunk_setting(chunk):
-                    run(True)
+            def both(run=run, setting=setting):
+                setting()
+                run(True)
 
             fns[f"{label} fwd"], fns[f"{label} both"] = forward, both
         # interleaved, see common.compare
         times = compare(fns, repeat=9, warmup=2, budget_s=60, sync=device_sync(device))
-        for label, _, _ in contenders(backends, chunks):
+        for label, *_ in everyone:
             t_fwd, t_both = times[f"{label} fwd"], times[f"{label} both"]
             rows.append([op, label, t_fwd * 1e3, t_fwd / floor_fwd,
                          t_both * 1e3, t_both / floor_both])

@@ -9,10 +9,10 @@
 #   compile.jsonl  registers and spills of every Triton kernel as compiled by this machine's triton
 #   tests.log      every CUDA test: the Triton kernels (compiled for the card, no interpreter) and
 #                  the whole layer on CUDA against float64 references on CPU
-#   bench.md       the tables: the recurrence alone at every chunk size (1 = step by step); one
-#                  layer vs cuDNN's LSTM at the paper's shape and the T/B sweep (the issue's target:
-#                  >= 5x at B=24, T=400), in float32 and with TF32 on both sides; one review; a
-#                  training step of the 4-layer classifier
+#   bench.md       the tables: the recurrence alone at several chunk sizes (1 = step by step)
+#                  and channels per program; one layer vs cuDNN's LSTM at the paper's shape
+#                  and the T/B sweep (the issue's target: >= 5x at B=24, T=400), in float32
+#                  and with TF32 on both sides; one review; a training step of the classifier
 #
 # Each step has a time limit, so that the whole script ends inside the device tool's 10 minutes
 # (at most 540 s of limits) and a hung step costs only its own; it has never run on a GPU yet.
@@ -36,12 +36,15 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 
 step compile 60 "$OUT/compile.log" python3 tests/triton_compile_check.py sm_90
 grep '^{' "$OUT/compile.log" > "$OUT/compile.jsonl"
+grep -v '^{' "$OUT/compile.log" >> "$OUT/gpu.txt"  # warnings, or why it failed
 rm -f "$OUT/compile.log"
-step tests 180 "$OUT/tests.log" python3 -m pytest -q -p no:cacheprovider tests/test_ops.py -k cuda
+step tests 170 "$OUT/tests.log" python3 -m pytest -q -rfE --durations=15 -p no:cacheprovider \
+    tests/test_ops.py -k cuda
 cd benchmarks || exit 1
 bench="$OUT/bench.md"
-step recurrence 50 "$bench" python3 bench_recurrence.py --device cuda --chunks 1,2,4,8,16,32
-step layer 100 "$bench" python3 bench_layer.py --device cuda
+step recurrence 70 "$bench" python3 bench_recurrence.py --device cuda --chunks 1,2,4,16,32 \
+    --blocks 16,64,128
+step layer 90 "$bench" python3 bench_layer.py --device cuda
 step layer-tf32 50 "$bench" python3 bench_layer.py --device cuda --tf32 --quick
 step inference 50 "$bench" python3 bench_inference.py --device cuda
 step train-step 50 "$bench" python3 bench_train_step.py --device cuda

@@ -28,6 +28,7 @@ import importlib.util
 import subprocess
 import sys
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -101,7 +102,8 @@ def _noncontiguous(x: torch.Tensor) -> torch.Tensor:
 def _check_pool(backend, pooling, T, B, H, window, dtype, with_c0, with_bias, strided,
                 upstream_on=("h", "c"), device="cpu"):
     G = GATES[pooling]
-    gen = torch.Generator().manual_seed(hash((pooling, T, B, H, window)) % 2**31)
+    # crc32, not hash(): str hashes change from process to process, and a failure must replay
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((pooling, T, B, H, window)).encode()))
     y = torch.randn(window - 1 + T, B, window * G * H, generator=gen, dtype=torch.float64)
     bias = torch.randn(G * H, generator=gen, dtype=torch.float64) if with_bias else None
     c0 = torch.randn(B, H, generator=gen, dtype=torch.float64) if with_c0 else None
@@ -291,7 +293,7 @@ def test_triton_kernels_compile_for_nvidia_gpus(tmp_path):
     For Hopper, at window 2, none spills registers to local memory at its chunk size
     (`_triton_gpu.chunk`). The rest is only required to compile: spills cost speed, not
     correctness, and they depend on the compiler (with triton 3.9 none of these kernels spills;
-    with 3.6 the float32 backward of "fo" spilled 8 bytes on sm_80, and at window 3 "ifo" did)."""
+    with 3.3 and 3.6 the float32 backward of "fo" spilled 8 to 16 bytes on sm_80)."""
     import json
 
     import triton

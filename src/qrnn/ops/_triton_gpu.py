@@ -18,17 +18,19 @@ cell carries into the next. The backward is the same scan run backwards in time 
 in decreasing t): dc~_t = direct_t + f_{t+1} dc~_{t+1}. Walking time step by step instead
 (CHUNK = 1, what this module did first) waits for one memory round trip per step; a chunk waits
 for one per CHUNK steps. Neither has been timed on a GPU yet (no GPU has been lent to this
-project); `benchmarks/bench_recurrence.py --device cuda --chunks 1,4,8,16,32` times them side
-by side.
+project); `benchmarks/bench_recurrence.py --device cuda --chunks 1,2,4,16,32` times them side
+by side (`benchmarks/gpu_checks.sh` runs it).
 
 Everything around the recurrence is fused into the same kernel: the masked convolution's tap
 sum (reading the k taps of y directly), the bias, the gate activations, the output gate; the
 forward stores the activations for the backward (unless no backward will come: `save=False`),
 which then needs no transcendental function and writes the taps' gradients straight into dy.
 Inputs in float16/bfloat16 are loaded as they are and computed in float32; float64 stays
-float64. Offsets are computed in int64, so no tensor size overflows them. Runs on CPU tensors
-under the Triton interpreter (TRITON_INTERPRET=1), which is how it is tested without a GPU; its
-compilation for NVIDIA GPUs (sm_80, sm_90) is tested without one too (`tests/test_ops.py`).
+float64. Each chunk starts at an int64 offset, so no length or batch overflows one; offsets
+within a chunk are int32, and a time step too large for them is an error (`_run`). Runs on CPU
+tensors under the Triton interpreter (TRITON_INTERPRET=1), which is how it is tested without a
+GPU; its compilation for NVIDIA GPUs (sm_80, sm_90) is tested without one too
+(`tests/test_ops.py`).
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ from qrnn.ops._torch_loop import GATES, compute_dtype
 # Steps per chunk (the tile's rows, a power of 2), by compute dtype, and channels per program
 # (its columns, one warp's lanes). The largest chunks whose kernels compile without register
 # spills at window 2 for sm_90 (Hopper) with triton 3.6 and 3.9: at 16 steps the float32
-# backward spilled, and so did "ifo"'s at 8 with 3.6 (on sm_80), hence its half chunk; float64 values take
-# two registers each. `tests/triton_compile_check.py` prints registers and spills, and
-# tests/test_ops.py asserts there are none. Untuned on hardware.
+# backward spilled, and so did "ifo"'s at 8 with 3.6 (on sm_80), hence its half chunk; float64
+# values take two registers each. `tests/triton_compile_check.py` prints registers and spills,
+# and tests/test_ops.py asserts there are none. Untuned on hardware.
 CHUNK = {torch.float32: 8, torch.float64: 4}
 BLOCK = 32
 
@@ -74,7 +76,8 @@ def _compose(a1, b1, a2, b2):
 
 @triton.jit
 def _last_row(tile, rows):
-    # tile[CHUNK-1, :] as a (BLOCK,) vector: a sum of that row and zeros, so exactly its values
+    # tile[CHUNK-1, :] as a (BLOCK,) vector: a sum of that row and zeros, so its values (-0.0
+    # comes back as +0.0)
     return tl.sum(tl.where(rows[:, None] == rows.shape[0] - 1, tile, 0.0), axis=0)
 
 

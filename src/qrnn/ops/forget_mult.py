@@ -45,8 +45,9 @@ def forget_mult_ref(f: Tensor, z: Tensor, c0: Tensor | None = None) -> tuple[Ten
     _check(f, z, c0)
     c_prev = f.new_zeros(f.shape[1:]) if c0 is None else c0
     cells = []
-    for t in range(f.shape[0]):
-        c_prev = f[t] * c_prev + (1 - f[t]) * z[t]
+    # unbind, not f[t]: autograd then sums one gradient per step, not a (T, B, H) tensor per step
+    for f_t, z_t in zip(f.unbind(0), z.unbind(0)):
+        c_prev = f_t * c_prev + (1 - f_t) * z_t
         cells.append(c_prev)
     if not cells:
         return f.new_zeros(f.shape), c_prev

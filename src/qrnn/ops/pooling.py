@@ -50,8 +50,8 @@ def qrnn_pool_ref(gates: Tensor, c0: Tensor | None = None,
         iz = torch.sigmoid(parts[3]) * z
         c_prev = f.new_zeros(f.shape[1:]) if c0 is None else c0
         cells = []
-        for t in range(f.shape[0]):
-            c_prev = f[t] * c_prev + iz[t]
+        for f_t, iz_t in zip(f.unbind(0), iz.unbind(0)):  # unbind: see forget_mult_ref
+            c_prev = f_t * c_prev + iz_t
             cells.append(c_prev)
         c = torch.stack(cells) if cells else f.new_zeros(f.shape)
     else:
