@@ -419,7 +419,7 @@ def test_causal_conv_matches_reference(T, B, I, C, window, with_context, strided
 @pytest.mark.parametrize("window,with_context", [(1, False), (2, False), (2, True), (3, True)])
 def test_causal_conv_onednn_path_runs_and_its_result_can_be_changed_in_place(window, with_context,
                                                                              monkeypatch):
-    """From ONEDNN_MIN_ROWS rows, CPU float32 runs oneDNN's primitives where they are chosen (for
+    """From `onednn_min_rows()` rows, CPU float32 runs oneDNN's primitives where chosen (for
     one small image too, which F.conv2d's own choice would skip); the result is no view, so
     in-place ops work."""
     from torch.profiler import profile
@@ -429,7 +429,8 @@ def test_causal_conv_onednn_path_runs_and_its_result_can_be_changed_in_place(win
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         pytest.skip("oneDNN is not available")
     monkeypatch.setenv(conv.PRODUCTS_ENV, "onednn")
-    x = torch.randn(conv.ONEDNN_MIN_ROWS, 1, 5, requires_grad=True)
+    monkeypatch.setattr(conv, "ONEDNN_MIN_ROWS", 200)  # whatever the CPU's own threshold
+    x = torch.randn(200, 1, 5, requires_grad=True)
     w = torch.randn(window * 4, 5, requires_grad=True)
     context = torch.randn(window - 1, 1, 5) if with_context else None
     with profile() as prof:
@@ -464,7 +465,8 @@ def test_cpu_products_choice_by_setting_and_cpu(setting, avx512, want, monkeypat
     assert conv.cpu_products() == want
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return
-    x = torch.randn(conv.ONEDNN_MIN_ROWS, 2, 300, requires_grad=True)
+    monkeypatch.setattr(conv, "ONEDNN_MIN_ROWS", 200)  # whatever the CPU's own threshold
+    x = torch.randn(200, 2, 300, requires_grad=True)
     w = torch.randn(2 * 8, 300, requires_grad=True)
     with profile() as prof:
         gates = causal_conv(x, w, None, 2)
@@ -474,6 +476,49 @@ def test_cpu_products_choice_by_setting_and_cpu(setting, avx512, want, monkeypat
     assert dx.is_contiguous()
     (want_dx,) = torch.autograd.grad(causal_conv_ref(x, w, None, 2).square().sum(), [x])
     torch.testing.assert_close(dx, want_dx, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("setting,family,want", [
+    (None, 25, 2000), (None, 26, 200), (None, 23, 200), (None, None, 200), (0, 25, 0),
+    (500, 26, 500)])
+def test_onednn_rows_by_cpu(setting, family, want, monkeypatch):
+    """oneDNN runs from 2,000 rows on an AMD Zen 4 (family 25), from 200 elsewhere, and from
+    `ONEDNN_MIN_ROWS` where that is set; the first row count that takes it is the threshold."""
+    from qrnn.ops import conv
+
+    monkeypatch.setattr(conv, "ONEDNN_MIN_ROWS", setting)
+    monkeypatch.setattr(conv, "_amd_family", lambda: family)
+    monkeypatch.setattr(conv, "_has_avx512", lambda: True)
+    monkeypatch.delenv(conv.PRODUCTS_ENV, raising=False)
+    assert conv.onednn_min_rows() == want
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return
+    w = torch.randn(2 * 4, 3)
+    assert conv._use_onednn(torch.randn(max(want, 1), 1, 3), w)
+    if want > 1:
+        assert not conv._use_onednn(torch.randn(want - 1, 1, 3), w)
+
+
+def test_amd_family_is_read_from_cpuinfo(monkeypatch, tmp_path):
+    from qrnn.ops import conv
+
+    info = tmp_path / "cpuinfo"
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(info if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    for text, want in (("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n", 25),
+                       ("vendor_id\t: GenuineIntel\ncpu family\t: 6\n", None),
+                       ("vendor_id\t: AuthenticAMD\n", None)):
+        info.write_text(text)
+        conv._amd_family.cache_clear()
+        assert conv._amd_family() == want
+    info.unlink()
+    conv._amd_family.cache_clear()
+    assert conv._amd_family() is None  # unreadable
+    conv._amd_family.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

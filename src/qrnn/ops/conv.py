@@ -10,7 +10,7 @@ the same trick transposed: dx[:T-j] += dgates[j:] W_j and dW_j = dgates[j:]^T x[
 with one product over [context; x] against all k taps at once, the output and its gradient are
 k times smaller (G*H columns instead of k*G*H), which is what the layer's time was going into.
 
-On CPU in float32 from `ONEDNN_MIN_ROWS` rows T*B, on a CPU with AVX-512 (`cpu_products`), the
+On CPU in float32 from `onednn_min_rows()` rows T*B, on a CPU with AVX-512 (`cpu_products`), the
 same products run through oneDNN, whose AVX-512 kernels were about twice as fast as MKL's sgemm
 on an AMD Zen 5 CPU: the forward as a 2-D convolution over a channels-last view of the same
 memory (`_forward_onednn`), dx as the convolution that looks k-1 steps ahead
@@ -84,12 +84,41 @@ def causal_conv_ref(x: Tensor, weight: Tensor, context: Tensor | None = None,
 
 
 # Rows T*B from which CPU float32 products run through oneDNN (`_use_onednn`) where it is
-# chosen (`cpu_products`). On an AMD Zen 5 CPU, MKL's sgemm (what torch.mm calls) ran at about
-# half the speed of oneDNN's AVX-512 kernels, at every shape that matters here; below a couple
-# of hundred rows oneDNN's fixed cost per call wins instead (one review of 230 tokens: forward
-# 2.0 ms vs 3.1 ms at I=868; 64 rows: 1.16 vs 0.95 ms). `benchmarks/bench_layer.py` prints both
-# paths side by side.
-ONEDNN_MIN_ROWS = 200
+# chosen (`cpu_products`); None: by CPU (`onednn_min_rows`). On an AMD Zen 5 CPU, MKL's sgemm
+# (what torch.mm calls) ran at about half the speed of oneDNN's AVX-512 kernels, at every shape
+# that matters here; below a couple of hundred rows oneDNN's fixed cost per call wins instead
+# (one review of 230 tokens: forward 2.0 ms vs 3.1 ms at I=868; 64 rows: 1.16 vs 0.95 ms): 200.
+# On an AMD Zen 4 (AVX-512 on 256-bit units) MKL was the faster up to about 2,000 rows and
+# oneDNN from about 3,000: one layer's convolution at batch 1 took 3.9 (MKL) vs 4.8 ms (oneDNN)
+# forward at 230 rows and I=868, 6.4 vs 6.9 at 400 rows; at batch 24 and 400 steps 134 vs 119
+# ms (forward) and 403 vs 387 ms (forward + backward): 2,000. `benchmarks/bench_layer.py`
+# prints both paths side by side.
+ONEDNN_MIN_ROWS: int | None = None
+
+
+@functools.cache
+def _amd_family() -> int | None:
+    """The CPU family of an AMD CPU (25: Zen 3 and Zen 4; 26: Zen 5), from /proc/cpuinfo; None
+    for another vendor or where that file cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            pairs = (line.split(":", 1) for line in fh.read(1 << 16).splitlines() if ":" in line)
+            fields = {key.strip(): value.strip() for key, value in pairs}  # "key\t: value"
+    except OSError:
+        return None
+    if fields.get("vendor_id") != "AuthenticAMD":
+        return None
+    family = fields.get("cpu family", "")
+    return int(family) if family.isdigit() else None
+
+
+def onednn_min_rows() -> int:
+    """Rows T*B from which oneDNN runs the CPU float32 products where it is chosen:
+    `ONEDNN_MIN_ROWS` if set, else 2,000 on an AMD family-25 CPU (a Zen 4, where oneDNN is
+    chosen: Zen 3 has no AVX-512) and 200 elsewhere (see the measurements above)."""
+    if ONEDNN_MIN_ROWS is not None:
+        return ONEDNN_MIN_ROWS
+    return 2000 if _amd_family() == 25 else 200
 
 # Which library runs the CPU float32 products: "onednn", "mkl" (torch.mm), or "auto", the
 # default: oneDNN where PyTorch runs AVX-512 code, MKL elsewhere. Measured at the paper's shape
@@ -120,13 +149,13 @@ def cpu_products() -> str:
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
     """oneDNN serves CPU float32 (the dtype its kernels were measured for here) of at least
-    ONEDNN_MIN_ROWS rows, where it is chosen (`cpu_products`) and the user has not switched it
-    off (`torch.backends.mkldnn`)."""
+    `onednn_min_rows()` rows, where it is chosen (`cpu_products`) and the user has not switched
+    it off (`torch.backends.mkldnn`)."""
     chosen = cpu_products() == "onednn"  # first, so that a bad setting is reported for any x
     T, B, I = x.shape
     return (chosen and x.device.type == "cpu" and x.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and T * B >= ONEDNN_MIN_ROWS and I > 0 and weight.shape[0] > 0)
+            and T * B >= onednn_min_rows() and I > 0 and weight.shape[0] > 0)
 
 
 def _unviewed(view: Tensor) -> Tensor:
