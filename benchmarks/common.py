@@ -53,7 +53,13 @@ def machine() -> str:
             f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
             f"commit {commit()}, load average at start {os.getloadavg()[0]:.2f}, "
             f"malloc: {malloc}, CPU code: {torch.backends.cpu.get_cpu_capability()}, "
-            f"CPU products: {conv.cpu_products()}")
+            f"CPU products: {products()}")
+
+
+def products() -> str:
+    """The CPU float32 products library, and from how many rows oneDNN takes over."""
+    chosen = conv.cpu_products()
+    return f"onednn from {conv.onednn_min_rows()} rows, else mkl" if chosen == "onednn" else chosen
 
 
 def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 2,
