@@ -9,7 +9,8 @@ JSON object per compiled variant:
 
     python tests/triton_compile_check.py [--chunk N] [sm_90 sm_80 ...]
 
-`--chunk N` compiles with N steps per chunk in every dtype instead of `kernels.CHUNK`.
+`--chunk N` sets N steps per chunk in every dtype instead of `kernels.CHUNK` ("ifo": N / 2,
+as `kernels.chunk` halves it).
 """
 
 from __future__ import annotations
