@@ -499,26 +499,17 @@ def test_onednn_rows_by_cpu(setting, family, want, monkeypatch):
         assert not conv._use_onednn(torch.randn(want - 1, 1, 3), w)
 
 
-def test_amd_family_is_read_from_cpuinfo(monkeypatch, tmp_path):
+def test_amd_family_is_read_from_cpuinfo(tmp_path):
     from qrnn.ops import conv
 
-    info = tmp_path / "cpuinfo"
-    real_open = open
-
-    def fake_open(path, *args, **kwargs):
-        return real_open(info if path == "/proc/cpuinfo" else path, *args, **kwargs)
-
-    monkeypatch.setattr("builtins.open", fake_open)
-    for text, want in (("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n", 25),
-                       ("vendor_id\t: GenuineIntel\ncpu family\t: 6\n", None),
-                       ("vendor_id\t: AuthenticAMD\n", None)):
+    for i, (text, want) in enumerate((
+            ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n", 25),
+            ("vendor_id\t: GenuineIntel\ncpu family\t: 6\n", None),
+            ("vendor_id\t: AuthenticAMD\n", None))):
+        info = tmp_path / f"cpuinfo{i}"  # a file of its own each: the answer is cached by path
         info.write_text(text)
-        conv._amd_family.cache_clear()
-        assert conv._amd_family() == want
-    info.unlink()
-    conv._amd_family.cache_clear()
-    assert conv._amd_family() is None  # unreadable
-    conv._amd_family.cache_clear()
+        assert conv._amd_family(str(info)) == want
+    assert conv._amd_family(str(tmp_path / "missing")) is None  # unreadable
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

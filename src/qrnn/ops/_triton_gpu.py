@@ -307,9 +307,10 @@ def _run(kernel, channels: int, row: int, compute: torch.dtype, *args, **constex
     `row`: the elements of the widest tensor's one time step; the kernels index up to a chunk
     and a window of them in int32."""
     steps = chunk(compute, constexprs.get("G", 2))
-    if (steps + constexprs.get("K", 1)) * row >= 2**31:
+    reach = steps + constexprs.get("K", 1)  # time steps one chunk's int32 offsets span
+    if reach * row >= 2**31:
         raise ValueError(f"qrnn triton backend: one time step of {row} elements is too large "
-                         f"(at most {(2**31 - 1) // (steps + constexprs.get('K', 1))})")
+                         f"(at most {(2**31 - 1) // reach})")
     kernel[(triton.cdiv(channels, BLOCK),)](*args, **constexprs, CHUNK=steps, BLOCK=BLOCK,
                                             **LAUNCH)
 

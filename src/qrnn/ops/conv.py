@@ -97,11 +97,11 @@ ONEDNN_MIN_ROWS: int | None = None
 
 
 @functools.cache
-def _amd_family() -> int | None:
-    """The CPU family of an AMD CPU (25: Zen 3 and Zen 4; 26: Zen 5), from /proc/cpuinfo; None
-    for another vendor or where that file cannot be read."""
+def _amd_family(cpuinfo: str = "/proc/cpuinfo") -> int | None:
+    """The CPU family of an AMD CPU (25: Zen 3 and Zen 4; 26: Zen 5), from `cpuinfo`; None for
+    another vendor or where that file cannot be read."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+        with open(cpuinfo, encoding="ascii", errors="replace") as fh:
             pairs = (line.split(":", 1) for line in fh.read(1 << 16).splitlines() if ":" in line)
             fields = {key.strip(): value.strip() for key, value in pairs}  # "key\t: value"
     except OSError:
