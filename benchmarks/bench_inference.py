@@ -5,7 +5,9 @@ Contenders, measured side by side under `torch.inference_mode()`, eval mode, flo
                   of 256, head
     lstm          the same classifier built from nn.LSTM layers (rnn="lstm")
     qrnn matmuls  only the QRNN classifier's matrix products: each layer's convolution
-                  (`causal_conv`, k products) and the head (the floor the QRNN can approach)
+                  (`causal_conv`, k products; the last layer's for z and f, plus its output
+                  gate at the last step, see `QRNN.last_output`) and the head (the floor the
+                  QRNN can approach)
 Contenders are timed interleaved (`common.compare`), each warm (`rewarm`: run once untimed
 right before each timed run, as when one model serves review after review).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from torch.nn import functional as F
 
 from common import allow_tf32, compare, device_sync, machine, table
 from qrnn.ops import causal_conv
@@ -47,9 +50,17 @@ def main() -> None:
     xs = [torch.randn(T, 1, layer.input_size, device=device) for layer in layers]
     head_in = torch.randn(1, qrnn.head.in_features, device=device)
 
+    # The last layer computes z and f at every step, o at the last one (`QRNN.last_output`).
+    last, H = layers[-1], layers[-1].hidden_size
+    taps = last.weight.detach().view(last.window, 3 * H, last.input_size)
+    zf, o_taps = taps[:, :2 * H].reshape(-1, last.input_size), taps[:, 2 * H:]
+    last_rows = xs[-1][-last.window:, 0]  # (k, I_L): the inputs o reads at the last step
+
     def matmuls():
-        for layer, x in zip(layers, xs):
+        for layer, x in zip(layers[:-1], xs):
             causal_conv(x, layer.weight, None, layer.window)
+        causal_conv(xs[-1], zf, None, last.window)
+        sum(F.linear(last_rows[-1 - j], o_taps[j]) for j in range(last.window))
         qrnn.head(head_in)
 
     with torch.inference_mode():

@@ -416,6 +416,46 @@ def test_causal_conv_matches_reference(T, B, I, C, window, with_context, strided
         _assert_close(name, g, w, dtype)
 
 
+@pytest.mark.parametrize("window", [1, 2, 3])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("dtype,forward", [(torch.float64, "matmul"), (torch.float32, "matmul"),
+                                           (torch.float32, "onednn")])
+def test_causal_conv_takes_taps_with_any_strides(window, grad, dtype, forward, monkeypatch):
+    """weight as taps (k, C, I): here some rows of each tap of a (k, 3C, I) weight, as
+    `QRNN.last_output` passes (read in place without autograd, copied once through the op);
+    the values of the reference on a contiguous copy, and the gradient lands in those rows."""
+    from qrnn.ops import conv
+
+    monkeypatch.setattr(conv, "ONEDNN_MIN_ROWS", 0 if forward == "onednn" else 2**62)
+    monkeypatch.setenv(conv.PRODUCTS_ENV, "onednn" if forward == "onednn" else "mkl")
+    gen = torch.Generator().manual_seed(window)
+    T, B, I, C = 9, 3, 5, 4
+    x = torch.randn(T, B, I, generator=gen, dtype=torch.float64).to(dtype)
+    full = torch.randn(window * 3 * C, I, generator=gen, dtype=torch.float64).to(dtype)
+    context = torch.randn(window - 1, B, I, generator=gen, dtype=torch.float64).to(dtype)
+    full.requires_grad_(grad)
+    taps = full.view(window, 3 * C, I)[:, C:2 * C]  # the middle C rows of each tap
+    assert not taps.is_contiguous() or window == 1
+    with torch.set_grad_enabled(grad):
+        got = causal_conv(x, taps, context, window)
+    want = causal_conv_ref(x.double(), taps.detach().double().reshape(window * C, I),
+                           context.double(), window)
+    _assert_close("gates", got, want, dtype)
+    torch.testing.assert_close(causal_conv_ref(x, taps.detach(), context, window),
+                               causal_conv_ref(x, taps.detach().reshape(-1, I), context, window))
+    if grad:
+        upstream = torch.randn(T, B, C, generator=gen, dtype=torch.float64)
+        (dfull,) = torch.autograd.grad(got, [full], upstream.to(dtype))
+        ref_taps = taps.detach().double().reshape(window * C, I).requires_grad_(True)
+        (dtaps,) = torch.autograd.grad(causal_conv_ref(x.double(), ref_taps, context.double(),
+                                                       window), [ref_taps], upstream)
+        dfull = dfull.view(window, 3, C, I)
+        _assert_close("dweight", dfull[:, 1], dtaps.view(window, C, I), dtype)
+        assert not dfull[:, 0].any() and not dfull[:, 2].any()
+    with pytest.raises(ValueError, match=r"\(window, C, I=5\) with window=2, got \(3, 4, 5\)"):
+        causal_conv(x, torch.zeros(3, C, I, dtype=dtype), None, 2)
+
+
 @pytest.mark.parametrize("window,with_context", [(1, False), (2, False), (2, True), (3, True)])
 def test_causal_conv_onednn_path_runs_and_its_result_can_be_changed_in_place(window, with_context,
                                                                              monkeypatch):
@@ -849,3 +889,30 @@ def test_cuda_layer_matches_float64_cpu(dtype):
     tol = 2e-4 if dtype == torch.float32 else 5e-2
     for got, want in zip(results[1], results[0]):
         torch.testing.assert_close(got, want, atol=tol * (1 + want.abs().max().item()), rtol=tol)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("grad", [False, True])
+def test_cuda_last_output_matches_float64_cpu(grad, device="cuda"):
+    """`QRNN.last_output` on CUDA (the last layer's z, f taps read in place by cuBLAS without
+    autograd; Triton's "f" pooling) against float64 `forward` on CPU read at the last steps."""
+    from qrnn.modules import QRNN, last_real_step
+
+    torch.manual_seed(0)
+    ref = QRNN(24, 32, num_layers=3, dense=True, window=3, dtype=torch.float64)
+    gpu = QRNN(24, 32, num_layers=3, dense=True, window=3, device=device)
+    gpu.load_state_dict(ref.state_dict())
+    x = torch.randn(300, 5, 24, dtype=torch.float64)
+    lengths = torch.tensor([300, 1, 77, 2, 150])
+    xs = x.to(device, torch.float32).requires_grad_(grad)
+    with torch.set_grad_enabled(grad):
+        got = gpu.last_output(xs, lengths.to(device))
+    xr = x.clone().requires_grad_(grad)
+    want = last_real_step(ref(xr, lengths=lengths)[0], lengths)
+    torch.testing.assert_close(got.double().cpu(), want.detach(), atol=2e-4, rtol=2e-4)
+    if grad:
+        up = torch.randn(want.shape, dtype=torch.float64)
+        for g, w in zip(torch.autograd.grad(got, [xs, *gpu.parameters()], up.to(device).float()),
+                        torch.autograd.grad(want, [xr, *ref.parameters()], up)):
+            torch.testing.assert_close(g.double().cpu(), w,
+                                       atol=2e-4 * (1 + w.abs().max().item()), rtol=2e-4)

@@ -152,6 +152,74 @@ def test_bidirectional_is_forward_plus_forward_on_reversed(cfg, T, lengths, seed
         torch.testing.assert_close(h_n[:, b], torch.cat([h_f, h_r])[:, 0], **TIGHT)
 
 
+@settings(PROPERTY, max_examples=40)
+@given(cfg=configs, bidirectional=st.booleans(), batch_first=st.booleans(),
+       state=st.sampled_from([None, "cells", "QRNNState"]), with_lengths=st.booleans(),
+       lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4), seed=st.integers(0, 99))
+def test_last_output_is_forward_read_at_the_last_real_step(cfg, bidirectional, batch_first,
+                                                           state, with_lengths, lengths, seed):
+    """`last_output` (the last layer's o gate at one step only) gives the output of `forward` at
+    each last real step, and the same gradients to the input, hx and every parameter."""
+    if state == "QRNNState":
+        bidirectional = False  # streaming state is unidirectional
+    m = make(seed, bidirectional=bidirectional, batch_first=batch_first, **cfg)
+    lengths = torch.tensor(lengths)
+    T, B = int(lengths.max()), len(lengths)
+    x = (randn(B, T, 3) if batch_first else randn(T, B, 3)).requires_grad_(True)
+    LD = m.num_layers * m.num_directions
+    cells = randn(LD, B, 4).requires_grad_(True)
+    hx = {None: None, "cells": cells,
+          "QRNNState": QRNNState(cells, tuple(randn(m.window - 1, B, layer.input_size)
+                                              for layer in m.layers))}[state]
+    lens = lengths if with_lengths else None
+    out, _ = m(x, hx, lengths=lens)
+    out = out.transpose(0, 1) if batch_first else out
+    steps = (lengths - 1) if with_lengths else torch.full((B,), T - 1)
+    want = out[steps, torch.arange(B)]
+    got = m.last_output(x, lens, hx)
+    torch.testing.assert_close(got, want, **TIGHT)
+    upstream = randn(*want.shape)
+    inputs = [x, *m.parameters()] + ([cells] if state else [])
+    want_grads = torch.autograd.grad(want, inputs, upstream, allow_unused=True)
+    got_grads = torch.autograd.grad(got, inputs, upstream, allow_unused=True)
+    for w, g in zip(want_grads, got_grads):
+        if w is None or g is None:  # a parameter the read step does not reach
+            assert (w is None or not w.any()) and (g is None or not g.any())
+        else:
+            torch.testing.assert_close(g, w, **TIGHT)
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_last_output_computes_the_output_gate_at_the_read_steps_only(window):
+    """The last layer's o weights get gradient only from the rows the read steps see: with
+    every sequence read at step 0 and no state, tap j > 0 sees zeros, so its o rows get none."""
+    m = make(input_size=3, hidden_size=4, num_layers=2, window=window)
+    x = randn(5, 2, 3)
+    m.last_output(x, torch.tensor([1, 1])).sum().backward()
+    taps = m.layers[-1].weight.grad.view(window, 3, 4, 4)  # (tap, gate z/f/o, H, I=H)
+    assert taps[0, 2].abs().sum() > 0  # o of tap 0 at step 0
+    assert not taps[1:, 2].any()
+    assert taps[:, :2].abs().sum() > 0
+
+
+def test_last_output_bad_arguments_say_what_is_wrong():
+    m = make(num_layers=2)
+    x = randn(4, 2, 3)
+    with pytest.raises(ValueError, match=r"lengths must be in \[1, T=4\]"):
+        m.last_output(x, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"lengths must be in \[0, T=4\]"):
+        m.last_output(x, torch.tensor([5, 4]))
+    with pytest.raises(TypeError, match="must be a Tensor"):
+        m.last_output(pack_padded_sequence(x, torch.tensor([4, 2])))
+    layer = m.layers[0]
+    with pytest.raises(ValueError, match=r"steps must be in \[0, T=4\)"):
+        layer.last_output(x, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"integer tensor of shape \(B=2,\)"):
+        layer.last_output(x, torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"integer tensor of shape \(B=2,\)"):
+        layer.last_output(x, [0, 1])
+
+
 # ----------------------------------------------------------------------------- shapes and API
 
 
@@ -521,6 +589,37 @@ def test_export_with_lengths_and_sizes_chosen_at_run_time(bidirectional):
         x, lengths = torch.randn(steps, batch, 3), torch.randint(0, steps + 1, (batch,))
         for got, want in zip(program.module()(x, lengths=lengths), m(x, lengths=lengths)):
             torch.testing.assert_close(got, want)
+
+
+def test_last_output_compiles_and_exports_with_lengths_chosen_at_run_time():
+    """`last_output` under torch.compile (forward and backward) and torch.export, lengths as
+    data: the read steps are gathered, no shape depends on them."""
+    torch.manual_seed(0)
+    m = QRNN(3, 4, num_layers=2, dense=True, window=2).eval()
+
+    class Last(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = m
+
+        def forward(self, x, lengths):
+            return self.rnn.last_output(x, lengths)
+
+    compiled = torch.compile(Last(), backend="aot_eager")
+    x = torch.randn(5, 3, 3)
+    for lens in (torch.tensor([5, 3, 1]), torch.tensor([2, 5, 4])):
+        xe, xc = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        want, got = m.last_output(xe, lens), compiled(xc, lens)
+        torch.testing.assert_close(got, want)
+        want.square().sum().backward()
+        got.square().sum().backward()
+        torch.testing.assert_close(xc.grad, xe.grad)
+    T, B = torch.export.Dim("T", min=2), torch.export.Dim("B", min=1)
+    program = torch.export.export(Last(), (x, torch.tensor([5, 3, 1])),
+                                  dynamic_shapes={"x": {0: T, 1: B}, "lengths": {0: B}})
+    for steps, batch in [(2, 1), (9, 4)]:
+        x, lengths = torch.randn(steps, batch, 3), torch.randint(1, steps + 1, (batch,))
+        torch.testing.assert_close(program.module()(x, lengths), m.last_output(x, lengths))
 
 
 def test_torchscript_says_what_to_use_instead():

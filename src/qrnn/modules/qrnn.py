@@ -155,6 +155,22 @@ class QRNNLayer(nn.Module):
             context = context.to(x.dtype)
         return causal_conv(x, self.weight, context, self.window)  # (T, B, G*H), no bias
 
+    def _check(self, x: Tensor, c0: Tensor | None, context: Tensor | None) -> Tensor | None:
+        """Shapes of `forward`'s arguments; returns c0 in x's dtype."""
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"QRNNLayer: x must have shape (T, B, input_size={self.input_size}), "
+                             f"got {tuple(x.shape)}")
+        B = x.shape[1]
+        if context is not None and context.shape != (self.window - 1, B, self.input_size):
+            raise ValueError(f"QRNNLayer: context must have shape (window-1={self.window - 1}, "
+                             f"B={B}, input_size={self.input_size}), got {tuple(context.shape)}")
+        if c0 is not None:
+            if c0.shape != (B, self.hidden_size):
+                raise ValueError(f"QRNNLayer: c0 must have shape (B={B}, hidden_size="
+                                 f"{self.hidden_size}), got {tuple(c0.shape)}")
+            c0 = c0.to(x.dtype)
+        return c0
+
     def forward(self, x: Tensor, c0: Tensor | None = None, *,
                 context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Run the layer over full-length sequences.
@@ -170,29 +186,74 @@ class QRNNLayer(nn.Module):
         previous value with probability p at each step; in evaluation mode the recurrence uses
         the expected gates instead (no randomness; see `_expected_zoneout`).
         """
-        if x.dim() != 3 or x.shape[-1] != self.input_size:
-            raise ValueError(f"QRNNLayer: x must have shape (T, B, input_size={self.input_size}), "
-                             f"got {tuple(x.shape)}")
-        T, B = x.shape[0], x.shape[1]
-        if context is not None and context.shape != (self.window - 1, B, self.input_size):
-            raise ValueError(f"QRNNLayer: context must have shape (window-1={self.window - 1}, "
-                             f"B={B}, input_size={self.input_size}), got {tuple(context.shape)}")
-        if c0 is not None:
-            if c0.shape != (B, self.hidden_size):
-                raise ValueError(f"QRNNLayer: c0 must have shape (B={B}, hidden_size="
-                                 f"{self.hidden_size}), got {tuple(c0.shape)}")
-            c0 = c0.to(x.dtype)
+        c0 = self._check(x, c0, context)
         if self.zoneout == 0:
             # Fast path: the convolution's k matrix products, then bias, activations and
             # pooling in one op (`qrnn_conv_pool` with window 1: its input is the gates).
             return qrnn_conv_pool(self._conv(x, context), self.bias, c0, self.pooling, 1)
         g = self.gates(x, context)  # (T, B, G*H)
         if self.training:
-            zoned = torch.rand(T, B, self.hidden_size, device=x.device) < self.zoneout
+            zoned = torch.rand(x.shape[0], x.shape[1], self.hidden_size,
+                               device=x.device) < self.zoneout
             g = _hold_cells(g, zoned, self.pooling)
         else:
             g = _expected_zoneout(g, self.zoneout, self.pooling)
         return qrnn_pool(g, c0, self.pooling)
+
+    def last_output(self, x: Tensor, steps: Tensor, c0: Tensor | None = None, *,
+                    context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The output h at one step per sequence, and the cells: what `forward` gives as
+        `h[steps[b], b]` and `c`, with the output gate computed at those steps only.
+
+        h_t = o_t * c_t reads o at step t alone, and o feeds no recurrence, so where only one
+        step's output is read (a classifier's last real step) the convolution computes z and f
+        for every step and o for B steps: a third fewer products. For pooling "fo" without
+        zoneout; otherwise `forward` runs in full and h is read at `steps`.
+
+        Args:
+            x, c0, context: as in `forward`.
+            steps: (B,) integer step of each sequence, in [0, T).
+        Returns:
+            h: (B, H) output at step steps[b] of sequence b; c: (T, B, H) cells.
+        """
+        c0 = self._check(x, c0, context)
+        T, B = x.shape[0], x.shape[1]
+        if not isinstance(steps, Tensor) or steps.shape != (B,) or steps.is_floating_point() \
+                or steps.dtype == torch.bool or steps.is_complex():
+            got = (f"shape {tuple(steps.shape)} dtype {steps.dtype}" if isinstance(steps, Tensor)
+                   else type(steps).__name__)
+            raise ValueError(f"QRNNLayer.last_output: steps must be an integer tensor of shape "
+                             f"(B={B},), got {got}")
+        if not torch.compiler.is_compiling() and B and \
+                (int(steps.min()) < 0 or int(steps.max()) >= T):
+            raise ValueError(f"QRNNLayer.last_output: steps must be in [0, T={T}), "
+                             f"got {steps.tolist()}")
+        steps = steps.to(device=x.device, dtype=torch.long)
+        if self.pooling != "fo" or self.zoneout != 0:
+            h, c = self(x, c0, context=context)
+            return _steps_of(h, steps), c
+        k, H, I = self.window, self.hidden_size, self.input_size
+        taps = self.weight.view(k, 3 * H, I)  # per tap: z, f, o row blocks
+        zf = taps[:, :2 * H]  # (k, 2H, I), a view (copied only where autograd records)
+        zf_bias = None if self.bias is None else self.bias[:2 * H]
+        # the cells alone: pooling "f" of z and f is the fo cell recurrence (h = c)
+        if context is not None:
+            context = context.to(x.dtype)
+        _, c = qrnn_conv_pool(causal_conv(x, zf, context, k), zf_bias, c0, "f", 1)
+        # o at the steps: tap j reads x at step - j, from the context (or zeros) before x[0]
+        o = 0 if self.bias is None else self.bias[2 * H:]
+        for j in range(k):
+            back = steps - j
+            rows = _steps_of(x, back.clamp(min=0))  # (B, I)
+            if j > 0:
+                before = (back < 0).unsqueeze(-1)
+                if context is None:
+                    rows = rows.masked_fill(before, 0)
+                else:  # step s < 0 is context row k-1+s
+                    row = (back + k - 1).clamp(min=0, max=k - 2)
+                    rows = torch.where(before, _steps_of(context, row), rows)
+            o = o + F.linear(rows, taps[j, 2 * H:])
+        return torch.sigmoid(o) * _steps_of(c, steps), c
 
 
 class QRNN(nn.Module):
@@ -349,6 +410,42 @@ class QRNN(nn.Module):
         output, state = self._forward_time_major(x, hx, lengths, return_state)
         return (output.transpose(0, 1) if self.batch_first else output), state
 
+    def last_output(self, input: Tensor, lengths: Tensor | Sequence[int] | None = None,
+                    hx: Tensor | QRNNState | None = None) -> Tensor:
+        """The output at each sequence's last real step, as a sequence classifier reads it.
+
+        Equals `output[lengths[b] - 1, b]` of `output, _ = self(input, hx, lengths)` (and
+        `output[-1]` without lengths), but the last layer computes its output gate o at that
+        step only (`QRNNLayer.last_output`; pooling "fo" without zoneout): h_t = o_t * c_t and o
+        feeds no recurrence, so that layer does a third fewer products, forward and backward.
+        The reverse direction of a bidirectional stack ends at step 0 of its reversed sequence,
+        and is computed the same way.
+
+        Args:
+            input:   (T, B, I), or (B, T, I) if batch_first.
+            lengths: (B,) integer real lengths of a right-padded batch, each in [1, T], or None
+                     if every sequence fills all T steps.
+            hx:      as in `forward`.
+        Returns:
+            (B, D*H), or (B, I + L*D*H) if dense: the input and every layer's output there.
+        """
+        if not isinstance(input, Tensor):
+            raise TypeError(f"QRNN.last_output: input must be a Tensor, got {type(input).__name__}")
+        self._check_input(input, self.batch_first)
+        x = input.transpose(0, 1) if self.batch_first else input
+        T, B = x.shape[0], x.shape[1]
+        if lengths is None:
+            steps = torch.full((B,), T - 1, dtype=torch.long, device=x.device)
+        else:
+            lengths = self._check_lengths(lengths, T, B, x.device)
+            if not torch.compiler.is_compiling() and lengths.numel() and int(lengths.min()) < 1:
+                raise ValueError(f"QRNN.last_output: lengths must be in [1, T={T}] (a sequence "
+                                 f"of length 0 has no last step), got {lengths.tolist()}")
+            steps = lengths - 1
+        # lengths only place the reverse direction; the steps say what is read
+        return self._forward_time_major(x, hx, lengths if self.bidirectional else None, False,
+                                        last=steps)
+
     def _check_input(self, x: Tensor, batch_first: bool) -> None:
         layout = "(B, T, input_size" if batch_first else "(T, B, input_size"
         if x.dim() != 3 or x.shape[-1] != self.input_size:
@@ -406,8 +503,10 @@ class QRNN(nn.Module):
         except RuntimeError:  # a device type autocast does not know (meta)
             return True
 
-    def _forward_time_major(self, x: Tensor, hx, lengths, return_state: bool):
-        """x: (T, B, I) -> output (T, B, output_size), h_n (L*D, B, H) or QRNNState."""
+    def _forward_time_major(self, x: Tensor, hx, lengths, return_state: bool,
+                            last: Tensor | None = None):
+        """x: (T, B, I) -> output (T, B, output_size), h_n (L*D, B, H) or QRNNState; with `last`
+        ((B,) steps, `last_output`), the output at those steps alone, (B, output_size)."""
         self._check_input(x, batch_first=False)
         T, B = x.shape[0], x.shape[1]
         cells, contexts = self._initial_cells(hx, B)
@@ -436,6 +535,8 @@ class QRNN(nn.Module):
             if return_state:
                 tails.append(_last_inputs(x, context, lengths, self.window))
             c0 = None if cells is None else cells[l * D]
+            if last is not None and l == self.num_layers - 1:
+                return self._last_layer_output(x, last, cells, context, reverse_index)
             h, c = layer(x, c0, context=context)
             finals.append(_final_cell(c, c0, lengths))
             if self.layers_reverse is not None:
@@ -458,6 +559,22 @@ class QRNN(nn.Module):
             # zero at padded steps, dense included, as pad_packed_sequence gives.
             x = x.masked_fill(~mask.unsqueeze(-1), 0)
         return x, (QRNNState(h_n, tuple(tails)) if return_state else h_n)
+
+
+    def _last_layer_output(self, x: Tensor, steps: Tensor, cells: Tensor | None,
+                           context: Tensor | None, reverse_index: Tensor | None) -> Tensor:
+        """The last layer's output at `steps` (B,), after the input x (T, B, I_L) if dense."""
+        l, D = self.num_layers - 1, self.num_directions
+        c0 = None if cells is None else cells[l * D]
+        h, _ = self.layers[l].last_output(x, steps, c0, context=context)
+        parts = [_steps_of(x, steps), h] if self.dense else [h]
+        if self.layers_reverse is not None:
+            # each reversed sequence ends at its step 0, which lands at its last real step
+            c0_rev = None if cells is None else cells[l * D + 1]
+            h_rev, _ = self.layers_reverse[l].last_output(_time_gather(x, reverse_index),
+                                                          torch.zeros_like(steps), c0_rev)
+            parts.append(h_rev)
+        return torch.cat(parts, dim=-1)
 
 
 def _time_gather(seq: Tensor, index: Tensor | None) -> Tensor:
@@ -496,7 +613,11 @@ def _last_inputs(x: Tensor, context: Tensor | None, lengths: Tensor | None, wind
     return extended.gather(0, rows.unsqueeze(-1).expand(-1, -1, I))
 
 
+def _steps_of(seq: Tensor, steps: Tensor) -> Tensor:
+    """seq: (T, B, F), steps: (B,) long on seq's device, in [0, T) -> (B, F), seq[steps[b], b]."""
+    return seq.gather(0, steps.view(1, -1, 1).expand(1, -1, seq.shape[-1])).squeeze(0)
+
+
 def last_real_step(seq: Tensor, lengths: Tensor) -> Tensor:
     """seq: (T, B, F), lengths: (B,) in [1, T] -> (B, F), seq[lengths[b] - 1, b] for each b."""
-    idx = (lengths.to(device=seq.device, dtype=torch.long) - 1).view(1, -1, 1)
-    return seq.gather(0, idx.expand(1, -1, seq.shape[-1])).squeeze(0)
+    return _steps_of(seq, lengths.to(device=seq.device, dtype=torch.long) - 1)

@@ -51,9 +51,10 @@ def _check(x: Tensor, weight: Tensor, context: Tensor | None, window: int) -> No
     if x.dim() != 3:
         raise ValueError(f"causal_conv: x must have shape (T, B, I), got {tuple(x.shape)}")
     I = x.shape[2]
-    if weight.dim() != 2 or weight.shape[1] != I or weight.shape[0] % window:
-        raise ValueError(f"causal_conv: weight must have shape (window*C, I={I}) with window="
-                         f"{window}, got {tuple(weight.shape)}")
+    if not (weight.dim() == 2 and weight.shape[1] == I and weight.shape[0] % window == 0
+            or weight.dim() == 3 and weight.shape[0] == window and weight.shape[2] == I):
+        raise ValueError(f"causal_conv: weight must have shape (window*C, I={I}) or (window, C, "
+                         f"I={I}) with window={window}, got {tuple(weight.shape)}")
     if context is not None and context.shape != (window - 1, x.shape[1], I):
         raise ValueError(f"causal_conv: context must have shape (window-1={window - 1}, "
                          f"B={x.shape[1]}, I={I}), got {tuple(context.shape)}")
@@ -69,7 +70,8 @@ def causal_conv_ref(x: Tensor, weight: Tensor, context: Tensor | None = None,
 
     Args:
         x:       (T, B, I) inputs.
-        weight:  (k*C, I); tap j (multiplying x_{t-j}) is rows [j*C, (j+1)*C).
+        weight:  (k*C, I), tap j (multiplying x_{t-j}) rows [j*C, (j+1)*C); or the taps as
+                 (k, C, I), any strides (a view of some rows of each tap: `QRNN.last_output`).
         context: (k-1, B, I) the k-1 inputs before x[0], oldest first, or None for zeros.
     Returns:
         (T, B, C), step t = sum_j W_j x_{t-j}.
@@ -79,8 +81,13 @@ def causal_conv_ref(x: Tensor, weight: Tensor, context: Tensor | None = None,
     if context is None:
         context = x.new_zeros(k - 1, x.shape[1], x.shape[2])
     padded = torch.cat([context, x])  # (k-1+T, B, I), row k-1+t is x_t
-    taps = weight.chunk(k)
+    taps = _taps(weight, k)
     return sum(F.linear(padded[k - 1 - j:k - 1 - j + T], taps[j]) for j in range(k))
+
+
+def _taps(weight: Tensor, window: int) -> Tensor:
+    """weight (k*C, I) or (k, C, I) -> the taps (k, C, I), a view."""
+    return weight if weight.dim() == 3 else weight.view(window, -1, weight.shape[1])
 
 
 # Rows T*B from which CPU float32 products run through oneDNN (`_use_onednn`) where it is
@@ -155,7 +162,7 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
     T, B, I = x.shape
     return (chosen and x.device.type == "cpu" and x.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and T * B >= onednn_min_rows() and I > 0 and weight.shape[0] > 0)
+            and T * B >= onednn_min_rows() and I > 0 and weight.numel() > 0)
 
 
 def _unviewed(view: Tensor) -> Tensor:
@@ -172,14 +179,14 @@ def _conv_onednn(image: Tensor, kernel: Tensor, k: int) -> Tensor:
         return torch.mkldnn_convolution(image, kernel, None, [k - 1, 0], [1, 1], [1, 1], 1)
 
 
-def _forward_onednn(x: Tensor, weight: Tensor, window: int) -> Tensor:
-    """x (T, B, I) contiguous float32 on CPU -> (T, B, C): the same convolution as a 2-D one.
+def _forward_onednn(x: Tensor, taps: Tensor) -> Tensor:
+    """x (T, B, I) contiguous float32 on CPU, taps (k, C, I) -> (T, B, C): the same convolution
+    as a 2-D one.
 
     Read without a copy, x is the channels-last image (N=1, H=T, W=B, C=I); the kernel is
     (k, 1) over time with k-1 rows of zero padding above, so output row t sees rows t-k+1..t.
     """
-    k, C = window, weight.shape[0] // window
-    taps = weight.view(k, C, x.shape[2])
+    k = taps.shape[0]
     image = x.unsqueeze(0).permute(0, 3, 1, 2)  # (1, I, T, B), channels-last strides
     # kernel position m (of k, oldest first) is tap k-1-m; built channels-last in one copy
     kernel = torch.stack([taps[k - 1 - m] for m in range(k)], dim=1)  # (C, k, I)
@@ -221,10 +228,10 @@ def conv_forward(x: Tensor, weight: Tensor, context: Tensor | None, window: int)
     """The fast path (any device). x (T, B, I) -> gates (T, B, C) (contiguous strides); x is read
     in place where its rows are evenly spaced (`with_rows`), else copied."""
     T, B, I = x.shape
-    k, C = window, weight.shape[0] // window
-    taps = weight.view(k, C, I)
+    taps = _taps(weight, window)
+    k, C = taps.shape[:2]
     if _use_onednn(x, weight):
-        out = _forward_onednn(x.contiguous(), weight, window)
+        out = _forward_onednn(x.contiguous(), taps)
     else:
         out = x.new_empty(T, B, C)
         rows, flat = out.view(T * B, C), x.reshape(T * B, I)  # views, rows evenly spaced

@@ -248,10 +248,12 @@ def run_causal_conv(x: Tensor, weight: Tensor, context: Tensor | None, window: i
     place if its rows are evenly spaced (`conv.with_rows`, e.g. the first columns of a larger
     buffer). Through the op a non-contiguous x is made contiguous first, so that autograd never
     saves a view into a buffer of the caller's, which the caller may go on to change (or which
-    may be an inference tensor); a contiguous x is saved itself, as `F.linear` saves its input."""
+    may be an inference tensor); a contiguous x is saved itself, as `F.linear` saves its input.
+    The weight may be taps (k, C, I) with any strides: read in place when called directly."""
     if direct(x, weight, context):
         return _causal_conv(conv.with_rows(x), weight, context, window)
-    return causal_conv(x.contiguous(), weight, context, window)
+    # the op takes the (k*C, I) form: taps (k, C, I) that are not one matrix are copied
+    return causal_conv(x.contiguous(), weight.reshape(-1, x.shape[2]), context, window)
 
 
 @causal_conv.register_fake

@@ -67,6 +67,11 @@ class DenseLSTM(nn.Module):
             x = torch.cat([x, h], dim=-1)
         return x, None
 
+    def last_output(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """(T, B, I), (B,) in [1, T] -> (B, output_size), the output at each last real step."""
+        out, _ = self(x)
+        return last_real_step(out, lengths)
+
 
 class SentimentClassifier(nn.Module):
     """forward(ids (B, T) right-padded, lengths (B,) in [1, T]) -> logits (B,): log-odds positive."""
@@ -100,12 +105,11 @@ class SentimentClassifier(nn.Module):
                 (int(lengths.min()) < 1 or int(lengths.max()) > ids.shape[1]):
             raise ValueError(f"lengths must be in [1, T={ids.shape[1]}], got {lengths.tolist()}")
         x = self.embedding(ids.t())  # (T, B, E)
-        # No lengths for the recurrent stack: both stacks (QRNN, DenseLSTM) are unidirectional
-        # and causal, so each review's steps up to its last real one do not depend on the right
-        # padding, and that is the only step read. (Passing lengths would zero the padded steps of the
-        # (T, B, E + L*H) output and scatter that back in the backward: 3% of a training step.)
-        out, _ = self.rnn(x)  # (T, B, E + L*H)
-        features = last_real_step(out, lengths)  # (B, E + L*H)
+        # Both stacks (QRNN, DenseLSTM) are unidirectional and causal, so each review's steps up
+        # to its last real one do not depend on the right padding, and that is the only step
+        # read: no masking. The QRNN's last layer computes its output gate at that step only
+        # (`QRNN.last_output`), a third fewer products in the widest layer.
+        features = self.rnn.last_output(x, lengths)  # (B, E + L*H)
         if self.training:
             features = F.dropout(features, self.config.dropout, training=True)
         return self.head(features).squeeze(-1)
