@@ -216,6 +216,12 @@ class QRNNLayer(nn.Module):
         Returns:
             h: (B, H) output at step steps[b] of sequence b; c: (T, B, H) cells.
         """
+        h, c, _ = self._last_output(x, steps, c0, context)
+        return h, c
+
+    def _last_output(self, x: Tensor, steps: Tensor, c0: Tensor | None,
+                     context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """`last_output`'s h and c, and x at the steps (B, I) (the dense stack's features)."""
         c0 = self._check(x, c0, context)
         T, B = x.shape[0], x.shape[1]
         if not isinstance(steps, Tensor) or steps.shape != (B,) or steps.is_floating_point() \
@@ -231,7 +237,7 @@ class QRNNLayer(nn.Module):
         steps = steps.to(device=x.device, dtype=torch.long)
         if self.pooling != "fo" or self.zoneout != 0:
             h, c = self(x, c0, context=context)
-            return _steps_of(h, steps), c
+            return _steps_of(h, steps), c, _steps_of(x, steps)
         k, H, I = self.window, self.hidden_size, self.input_size
         taps = self.weight.view(k, 3 * H, I)  # per tap: z, f, o row blocks
         zf = taps[:, :2 * H]  # (k, 2H, I), a view (copied only where autograd records)
@@ -240,20 +246,21 @@ class QRNNLayer(nn.Module):
         if context is not None:
             context = context.to(x.dtype)
         _, c = qrnn_conv_pool(causal_conv(x, zf, context, k), zf_bias, c0, "f", 1)
-        # o at the steps: tap j reads x at step - j, from the context (or zeros) before x[0]
+        # o at the steps: tap j reads x at step - j, from the context (or zeros) before x[0].
+        # One gather for all taps: its backward fills a (T, B, I) gradient with zeros once.
+        back = steps - torch.arange(k, device=x.device).unsqueeze(1)  # (k, B)
+        rows = x.gather(0, back.clamp(min=0).unsqueeze(-1).expand(-1, -1, I))  # (k, B, I)
+        if k > 1:
+            before = (back < 0).unsqueeze(-1)
+            if context is None:
+                rows = rows.masked_fill(before, 0)
+            else:  # step s < 0 is context row k-1+s
+                at = (back + k - 1).clamp(min=0, max=k - 2).unsqueeze(-1).expand(-1, -1, I)
+                rows = torch.where(before, context.gather(0, at), rows)
         o = 0 if self.bias is None else self.bias[2 * H:]
         for j in range(k):
-            back = steps - j
-            rows = _steps_of(x, back.clamp(min=0))  # (B, I)
-            if j > 0:
-                before = (back < 0).unsqueeze(-1)
-                if context is None:
-                    rows = rows.masked_fill(before, 0)
-                else:  # step s < 0 is context row k-1+s
-                    row = (back + k - 1).clamp(min=0, max=k - 2)
-                    rows = torch.where(before, _steps_of(context, row), rows)
-            o = o + F.linear(rows, taps[j, 2 * H:])
-        return torch.sigmoid(o) * _steps_of(c, steps), c
+            o = o + F.linear(rows[j], taps[j, 2 * H:])
+        return torch.sigmoid(o) * _steps_of(c, steps), c, rows[0]
 
 
 class QRNN(nn.Module):
@@ -566,8 +573,8 @@ class QRNN(nn.Module):
         """The last layer's output at `steps` (B,), after the input x (T, B, I_L) if dense."""
         l, D = self.num_layers - 1, self.num_directions
         c0 = None if cells is None else cells[l * D]
-        h, _ = self.layers[l].last_output(x, steps, c0, context=context)
-        parts = [_steps_of(x, steps), h] if self.dense else [h]
+        h, _, x_last = self.layers[l]._last_output(x, steps, c0, context)
+        parts = [x_last, h] if self.dense else [h]
         if self.layers_reverse is not None:
             # each reversed sequence ends at its step 0, which lands at its last real step
             c0_rev = None if cells is None else cells[l * D + 1]
