@@ -456,6 +456,19 @@ def test_causal_conv_takes_taps_with_any_strides(window, grad, dtype, forward, m
         causal_conv(x, torch.zeros(3, C, I, dtype=dtype), None, 2)
 
 
+@pytest.mark.parametrize("taps", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_causal_conv_of_no_input_features_is_zero(taps, grad):
+    """I = 0: gates of zeros, (T, B, C), with a (k*C, 0) weight or (k, C, 0) taps."""
+    weight = torch.randn(2, 3, 0) if taps else torch.randn(6, 0)
+    x = torch.randn(4, 2, 0, requires_grad=grad)
+    gates = causal_conv(x, weight, None, 2)
+    assert gates.shape == (4, 2, 3) and not gates.any()
+    if grad:
+        gates.sum().backward()
+        assert x.grad.shape == (4, 2, 0)
+
+
 @pytest.mark.parametrize("window,with_context", [(1, False), (2, False), (2, True), (3, True)])
 def test_causal_conv_onednn_path_runs_and_its_result_can_be_changed_in_place(window, with_context,
                                                                              monkeypatch):

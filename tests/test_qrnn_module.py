@@ -211,6 +211,15 @@ def test_last_output_bad_arguments_say_what_is_wrong():
         m.last_output(x, torch.tensor([5, 4]))
     with pytest.raises(TypeError, match="must be a Tensor"):
         m.last_output(pack_padded_sequence(x, torch.tensor([4, 2])))
+    with pytest.raises(ValueError, match=r"QRNN.last_output: input must have shape "
+                                         r"\(T, B, input_size=3\), got \(4, 3\)"):
+        m.last_output(x[:, 0])
+    with pytest.raises(TypeError, match=r"not an \(h_0, c_0\) tuple"):
+        m.last_output(x, None, (randn(2, 2, 4), randn(2, 2, 4)))
+    bidirectional = make(bidirectional=True)
+    state = QRNNState(randn(2, 2, 4), (randn(1, 2, 3),))
+    with pytest.raises(ValueError, match="only for unidirectional"):
+        bidirectional.last_output(x, None, state)
     layer = m.layers[0]
     with pytest.raises(ValueError, match=r"steps must be in \[0, T=4\)"):
         layer.last_output(x, torch.tensor([0, 4]))
@@ -589,6 +598,20 @@ def test_export_with_lengths_and_sizes_chosen_at_run_time(bidirectional):
         x, lengths = torch.randn(steps, batch, 3), torch.randint(0, steps + 1, (batch,))
         for got, want in zip(program.module()(x, lengths=lengths), m(x, lengths=lengths)):
             torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_last_output_under_autocast_has_the_dtype_and_values_of_forward(bias):
+    """The output gate's pre-activation is computed in float32 and h rounded once to the
+    products' dtype, as the pooling kernels do (a float32 bias once promoted it to float32)."""
+    torch.manual_seed(0)
+    m = QRNN(8, 16, bias=bias)
+    x = torch.randn(7, 5, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = m(x)
+        last = m.last_output(x)
+    assert last.dtype == out.dtype == torch.bfloat16
+    torch.testing.assert_close(last, out[-1], atol=4e-3, rtol=1e-2)
 
 
 def test_last_output_compiles_and_exports_with_lengths_chosen_at_run_time():

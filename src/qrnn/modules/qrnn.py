@@ -257,10 +257,14 @@ class QRNNLayer(nn.Module):
             else:  # step s < 0 is context row k-1+s
                 at = (back + k - 1).clamp(min=0, max=k - 2).unsqueeze(-1).expand(-1, -1, I)
                 rows = torch.where(before, context.gather(0, at), rows)
-        o = 0 if self.bias is None else self.bias[2 * H:]
-        for j in range(k):
-            o = o + F.linear(rows[j], taps[j, 2 * H:])
-        return torch.sigmoid(o) * _steps_of(c, steps), c, rows[0]
+        # o's pre-activation and h in float32 at least, rounded once to c's dtype, as the
+        # pooling kernels compute h (and under autocast h keeps the products' dtype)
+        work = torch.promote_types(c.dtype, torch.float32)
+        o = sum(F.linear(rows[j], taps[j, 2 * H:]).to(work) for j in range(k))
+        if self.bias is not None:
+            o = o + self.bias[2 * H:].to(work)
+        h = torch.sigmoid(o) * _steps_of(c, steps).to(work)
+        return h.to(c.dtype), c, rows[0]
 
 
 class QRNN(nn.Module):
@@ -372,14 +376,7 @@ class QRNN(nn.Module):
                     h of a sequence is output at its last real step.
                     With return_state=True, a `QRNNState` whose `cells` is h_n.
         """
-        if isinstance(hx, tuple) and not isinstance(hx, QRNNState):
-            raise TypeError("QRNN: hx is one tensor of initial cells (num_layers*num_directions, "
-                            "B, hidden_size), or a QRNNState; not an (h_0, c_0) tuple as in "
-                            "nn.LSTM (pass c_0 alone)")
-        if (return_state or isinstance(hx, QRNNState)) and self.bidirectional:
-            raise ValueError("QRNN: streaming state (return_state=True or a QRNNState hx) exists "
-                             "only for unidirectional QRNNs: a reverse direction needs the whole "
-                             "sequence. Pass hx as a tensor of initial cells instead.")
+        self._check_hx(hx, return_state)
 
         if isinstance(input, PackedSequence):
             if lengths is not None:
@@ -421,8 +418,8 @@ class QRNN(nn.Module):
                     hx: Tensor | QRNNState | None = None) -> Tensor:
         """The output at each sequence's last real step, as a sequence classifier reads it.
 
-        Equals `output[lengths[b] - 1, b]` of `output, _ = self(input, hx, lengths)` (and
-        `output[-1]` without lengths), but the last layer computes its output gate o at that
+        Equals `output` of `output, _ = self(input, hx, lengths)` at step `lengths[b] - 1` of
+        each sequence b (the last step without lengths), but the last layer computes its output gate o at that
         step only (`QRNNLayer.last_output`; pooling "fo" without zoneout): h_t = o_t * c_t and o
         feeds no recurrence, so that layer does a third fewer products, forward and backward.
         The reverse direction of a bidirectional stack ends at step 0 of its reversed sequence,
@@ -431,14 +428,17 @@ class QRNN(nn.Module):
         Args:
             input:   (T, B, I), or (B, T, I) if batch_first.
             lengths: (B,) integer real lengths of a right-padded batch, each in [1, T], or None
-                     if every sequence fills all T steps.
+                     if every sequence fills all T steps (checked in eager mode; under
+                     torch.compile or export a length out of range is an indexing error).
             hx:      as in `forward`.
         Returns:
             (B, D*H), or (B, I + L*D*H) if dense: the input and every layer's output there.
         """
+        where = "QRNN.last_output"
         if not isinstance(input, Tensor):
-            raise TypeError(f"QRNN.last_output: input must be a Tensor, got {type(input).__name__}")
-        self._check_input(input, self.batch_first)
+            raise TypeError(f"{where}: input must be a Tensor, got {type(input).__name__}")
+        self._check_hx(hx, False, where)
+        self._check_input(input, self.batch_first, where)
         x = input.transpose(0, 1) if self.batch_first else input
         T, B = x.shape[0], x.shape[1]
         if lengths is None:
@@ -446,21 +446,33 @@ class QRNN(nn.Module):
         else:
             lengths = self._check_lengths(lengths, T, B, x.device)
             if not torch.compiler.is_compiling() and lengths.numel() and int(lengths.min()) < 1:
-                raise ValueError(f"QRNN.last_output: lengths must be in [1, T={T}] (a sequence "
-                                 f"of length 0 has no last step), got {lengths.tolist()}")
+                raise ValueError(f"{where}: lengths must be in [1, T={T}] (a sequence of length "
+                                 f"0 has no last step), got {lengths.tolist()}")
             steps = lengths - 1
         # lengths only place the reverse direction; the steps say what is read
         return self._forward_time_major(x, hx, lengths if self.bidirectional else None, False,
                                         last=steps)
 
-    def _check_input(self, x: Tensor, batch_first: bool) -> None:
+    def _check_hx(self, hx, return_state: bool, where: str = "QRNN") -> None:
+        if isinstance(hx, tuple) and not isinstance(hx, QRNNState):
+            raise TypeError(f"{where}: hx is one tensor of initial cells (num_layers*"
+                            "num_directions, B, hidden_size), or a QRNNState; not an (h_0, c_0) "
+                            "tuple as in nn.LSTM (pass c_0 alone)")
+        if (return_state or isinstance(hx, QRNNState)) and self.bidirectional:
+            raise ValueError(f"{where}: streaming state (return_state=True or a QRNNState hx) "
+                             "exists only for unidirectional QRNNs: a reverse direction needs the "
+                             "whole sequence. Pass hx as a tensor of initial cells instead.")
+
+    def _check_input(self, x: Tensor, batch_first: bool, where: str = "QRNN") -> None:
         layout = "(B, T, input_size" if batch_first else "(T, B, input_size"
         if x.dim() != 3 or x.shape[-1] != self.input_size:
-            raise ValueError(f"QRNN: input must have shape {layout}={self.input_size}) "
-                             f"(or (T, {self.input_size}) unbatched, or a PackedSequence), "
-                             f"got {tuple(x.shape)}")
+            others = (f" (or (T, {self.input_size}) unbatched, or a PackedSequence)"
+                      if where == "QRNN" else "")
+            raise ValueError(f"{where}: input must have shape {layout}={self.input_size})"
+                             f"{others}, got {tuple(x.shape)}")
         if x.shape[1 if batch_first else 0] < 1:
-            raise ValueError(f"QRNN: input must have at least one time step, got shape {tuple(x.shape)}")
+            raise ValueError(f"{where}: input must have at least one time step, got shape "
+                             f"{tuple(x.shape)}")
         param_dtype = self.layers[0].weight.dtype
         if x.dtype != param_dtype:
             raise TypeError(f"QRNN: input dtype {x.dtype} differs from the parameters' {param_dtype}; "

@@ -87,7 +87,9 @@ def causal_conv_ref(x: Tensor, weight: Tensor, context: Tensor | None = None,
 
 def _taps(weight: Tensor, window: int) -> Tensor:
     """weight (k*C, I) or (k, C, I) -> the taps (k, C, I), a view."""
-    return weight if weight.dim() == 3 else weight.view(window, -1, weight.shape[1])
+    if weight.dim() == 3:
+        return weight
+    return weight.view(window, weight.shape[0] // window, weight.shape[1])
 
 
 # Rows T*B from which CPU float32 products run through oneDNN (`_use_onednn`) where it is

@@ -253,7 +253,9 @@ def run_causal_conv(x: Tensor, weight: Tensor, context: Tensor | None, window: i
     if direct(x, weight, context):
         return _causal_conv(conv.with_rows(x), weight, context, window)
     # the op takes the (k*C, I) form: taps (k, C, I) that are not one matrix are copied
-    return causal_conv(x.contiguous(), weight.reshape(-1, x.shape[2]), context, window)
+    if weight.dim() == 3:
+        weight = weight.reshape(weight.shape[0] * weight.shape[1], weight.shape[2])
+    return causal_conv(x.contiguous(), weight, context, window)
 
 
 @causal_conv.register_fake
