@@ -645,6 +645,40 @@ def test_last_output_compiles_and_exports_with_lengths_chosen_at_run_time():
         torch.testing.assert_close(program.module()(x, lengths), m.last_output(x, lengths))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch.func's own
+def test_torch_func_grad_per_sample_grads_and_jvp_match_autograd():
+    """torch.func works as it does for nn.LSTM: under a transform the ops compute their
+    references (the registered ops' autograd cannot run there, a PyTorch limitation)."""
+    from torch.func import functional_call, grad, jvp, vmap
+
+    m = make(num_layers=2, dense=True, window=2)
+    x, lengths = randn(5, 2, 3), torch.tensor([5, 3])
+    params = {k: v.detach() for k, v in m.named_parameters()}
+
+    def loss(p, x):
+        return functional_call(m, p, (x,), {"lengths": lengths})[0].square().sum()
+
+    got = grad(loss)(params, x)
+    loss(dict(m.named_parameters()), x).backward()
+    for k, v in m.named_parameters():
+        torch.testing.assert_close(got[k], v.grad, **TIGHT)
+
+    def one(p, seq):  # (T, I): one sequence of the batch
+        return functional_call(m, p, (seq.unsqueeze(1),))[0].square().sum()
+
+    per_sample = vmap(grad(one), in_dims=(None, 1))(params, x)
+    for b in range(2):
+        m.zero_grad()
+        one(dict(m.named_parameters()), x[:, b]).backward()
+        for k, v in m.named_parameters():
+            torch.testing.assert_close(per_sample[k][b], v.grad, **TIGHT)
+    tangent = randn(5, 2, 3)
+    _, got_tangent = jvp(lambda x: m(x)[0], (x,), (tangent,))
+    eps = 1e-6
+    want = (m(x + eps * tangent)[0] - m(x - eps * tangent)[0]) / (2 * eps)
+    torch.testing.assert_close(got_tangent, want, atol=1e-6, rtol=1e-5)
+
+
 def test_torchscript_says_what_to_use_instead():
     with pytest.raises(RuntimeError, match="torch.export"):
         torch.jit.script(QRNN(3, 4))

@@ -337,5 +337,7 @@ def causal_conv(x: Tensor, weight: Tensor, context: Tensor | None = None,
         x, weight = x.to(dtype), weight.to(dtype)
         context = None if context is None else context.to(dtype)
     _check(x, weight, context, window)
+    if library.transformed():  # torch.func: the reference (see `library.transformed`)
+        return causal_conv_ref(x, weight, context, window)
     return library.run_causal_conv(x, weight, None if context is None else context.contiguous(),
                                    window)

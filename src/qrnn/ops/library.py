@@ -55,6 +55,17 @@ _PLAIN = (Tensor, nn.Parameter)  # tensor types with no __torch_function__ of th
 DIRECT_ENV = "QRNN_OPS_DIRECT"
 
 
+def transformed() -> bool:
+    """Whether a functorch transform (`torch.func.grad`, `vmap`, `jvp`, ...) or forward-mode AD
+    is active. The ops' registered autograd cannot run under them (PyTorch generates it as an
+    `autograd.Function` without `setup_context`: pytorch/pytorch#170834), so there the public
+    wrappers compute the plain-PyTorch references, which every transform supports."""
+    try:
+        return bool(torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0)
+    except AttributeError:
+        return False
+
+
 def _nothing_watching() -> bool:
     """No tracer, mode, transform or profiler that must see the op as one node (compiling is
     checked by `direct`). Each check uses a private torch function; if one is missing (another

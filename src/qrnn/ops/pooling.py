@@ -133,7 +133,7 @@ def _run(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str, window
         if t is not None and t.device != y.device:
             raise ValueError(f"{name} is on {t.device}, the gates on {y.device}")
     name = resolve(y.device.type, backend)
-    if name == "reference":
+    if name == "reference" or library.transformed():
         if window == 1 and bias is None:
             return qrnn_pool_ref(y, c0, pooling)
         return qrnn_conv_pool_ref(y, bias, c0, pooling, window)
