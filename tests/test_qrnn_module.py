@@ -594,6 +594,9 @@ def test_export_with_lengths_and_sizes_chosen_at_run_time(bidirectional):
     T, B = torch.export.Dim("T", min=1), torch.export.Dim("B", min=1)
     program = torch.export.export(m, (torch.randn(6, 3, 3),), {"lengths": torch.tensor([6, 3, 1])},
                                   dynamic_shapes={"input": {0: T, 1: B}, "lengths": {0: B}})
+    # the registered ops, not their references (which only torch.func transforms get)
+    targets = {str(node.target) for node in program.graph.nodes}
+    assert {"qrnn.causal_conv.default", "qrnn.conv_pool.default"} <= targets
     for steps, batch in [(1, 1), (9, 4), (2, 5)]:
         x, lengths = torch.randn(steps, batch, 3), torch.randint(0, steps + 1, (batch,))
         for got, want in zip(program.module()(x, lengths=lengths), m(x, lengths=lengths)):
