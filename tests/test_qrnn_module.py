@@ -467,6 +467,33 @@ def test_dropout_is_between_layers_only():
     assert (first == 0).any() and not torch.equal(first, m2.eval()(x)[0][..., 3:7])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.7])
+def test_dropout_keeps_one_minus_p_scaled_and_its_gradient_is_the_mask(dtype, p):
+    """`qrnn.modules.dropout` (the mask from torch.rand on CPU): F.dropout's contract."""
+    from qrnn.modules import dropout
+
+    torch.manual_seed(0)
+    x = (torch.rand(200, 50, 40, dtype=torch.float64) + 1).to(dtype).requires_grad_(True)
+    y = dropout(x, p)
+    assert y.dtype == dtype
+    kept = y != 0
+    n = kept.numel()
+    # kept fraction within 5 standard deviations of 1 - p
+    assert abs(kept.double().mean().item() - (1 - p)) < 5 * (p * (1 - p) / n) ** 0.5
+    scale = torch.tensor(1 / (1 - p), dtype=dtype)
+    torch.testing.assert_close(y[kept], (x * scale)[kept], rtol=0, atol=0)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.to(dtype) * scale, rtol=0, atol=0)
+    assert dropout(x, p, training=False) is x and dropout(x, 0.0) is x
+    torch.manual_seed(1)
+    first = dropout(x, p)
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, p), first)  # the global generator, as F.dropout
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\), got 1.0"):
+        dropout(x, 1.0)
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])

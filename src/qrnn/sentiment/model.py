@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from qrnn.modules import QRNN, last_real_step
+from qrnn.modules import QRNN, dropout, last_real_step
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class DenseLSTM(nn.Module):
         for l, layer in enumerate(self.layers):
             h, _ = layer(x)
             if self.training and l < len(self.layers) - 1:
-                h = F.dropout(h, self.dropout, training=True)
+                h = dropout(h, self.dropout)
             x = torch.cat([x, h], dim=-1)
         return x, None
 
@@ -111,5 +110,5 @@ class SentimentClassifier(nn.Module):
         # (`QRNN.last_output`), a third fewer products in the widest layer.
         features = self.rnn.last_output(x, lengths)  # (B, E + L*H)
         if self.training:
-            features = F.dropout(features, self.config.dropout, training=True)
+            features = dropout(features, self.config.dropout)
         return self.head(features).squeeze(-1)
