@@ -490,8 +490,9 @@ def test_dropout_keeps_one_minus_p_scaled_and_its_gradient_is_the_mask(dtype, p)
     first = dropout(x, p)
     torch.manual_seed(1)
     assert torch.equal(dropout(x, p), first)  # the global generator, as F.dropout
-    with pytest.raises(ValueError, match=r"must be in \[0, 1\), got 1.0"):
-        dropout(x, 1.0)
+    assert not dropout(x, 1.0).any()  # as F.dropout
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\], got 1.5"):
+        dropout(x, 1.5)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -707,6 +708,37 @@ def test_torch_func_grad_per_sample_grads_and_jvp_match_autograd():
     eps = 1e-6
     want = (m(x + eps * tangent)[0] - m(x - eps * tangent)[0]) / (2 * eps)
     torch.testing.assert_close(got_tangent, want, atol=1e-6, rtol=1e-5)
+
+
+def test_torch_func_keeps_the_dtypes_of_the_kernels_and_functionalize_keeps_the_ops():
+    """Under a transform the references run as the kernels do: in float32 at least, results in
+    the gates' dtype (a float32 bias or c0 with bfloat16 gates under autocast once promoted them);
+    `functionalize` alone is no reason to leave the registered ops."""
+    from torch.autograd import forward_ad
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.func import functionalize, vmap
+
+    from qrnn.ops import forget_mult, qrnn_conv_pool
+
+    torch.manual_seed(0)
+    m = QRNN(3, 4)
+    x = torch.randn(5, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = m(x)[0]
+        got = vmap(lambda s: m(s.unsqueeze(1))[0].squeeze(1), in_dims=1, out_dims=1)(x)
+    assert want.dtype == got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, atol=1e-2, rtol=1e-2)
+    f, z = torch.rand(6, 2, 4).half(), torch.randn(6, 2, 4).half()
+    c0, y = torch.randn(2, 4), torch.randn(6, 2, 12).bfloat16()
+    with forward_ad.dual_level():
+        c, c_last = forget_mult(forward_ad.make_dual(f, torch.ones_like(f)), z, c0)
+        h, cells = qrnn_conv_pool(forward_ad.make_dual(y, torch.ones_like(y)), torch.randn(12),
+                                  c0, "fo", 1)
+    assert c.dtype == c_last.dtype == torch.float16
+    assert h.dtype == cells.dtype == torch.bfloat16
+    graph = make_fx(functionalize(lambda x: m(x)[0]))(x)
+    targets = {str(node.target) for node in graph.graph.nodes}
+    assert {"qrnn.causal_conv.default", "qrnn.conv_pool.default"} <= targets
 
 
 def test_torchscript_says_what_to_use_instead():

@@ -600,14 +600,15 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """`F.dropout(x, p, training)`: each element zeroed with probability p, the others scaled by
     1 / (1 - p). On CPU the mask comes from `torch.rand` (float32 uniforms, kept where >= p):
     there `bernoulli_`, which F.dropout draws with, took 2.4x as long forward + backward
-    (25 against 10.5 ms for (400, 24, 256) float32; pytorch/pytorch#138199). Elsewhere F.dropout."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    (25 against 10.5 ms for (400, 24, 256) float32; pytorch/pytorch#138199). Elsewhere, and for
+    p = 1, F.dropout."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or not x.is_floating_point():
+    if x.device.type != "cpu" or not x.is_floating_point() or p == 1.0:
         return F.dropout(x, p, training=True)
-    keep = torch.rand(x.shape, device=x.device) >= p
+    keep = torch.rand(x.shape, dtype=torch.float32, device=x.device) >= p
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 

@@ -71,8 +71,12 @@ def forget_mult(f: Tensor, z: Tensor, c0: Tensor | None = None, *,
         if t is not None and t.device != f.device:
             raise ValueError(f"forget_mult: {name} is on {t.device}, f on {f.device}")
     name = resolve(f.device.type, backend)
-    if name == "reference" or library.transformed():
+    if name == "reference":
         return forget_mult_ref(f, z, c0)
+    if library.transformed():  # torch.func: the reference, computed as the kernels compute
+        work = torch.promote_types(f.dtype, torch.float32)
+        c, c_last = forget_mult_ref(f.to(work), z.to(work), None if c0 is None else c0.to(work))
+        return c.to(f.dtype), c_last.to(f.dtype)
     if f.shape[0] == 0:
         return f.new_empty(f.shape), (f.new_zeros(f.shape[1:]) if c0 is None else c0)
     return library.run_forget_mult(f, z, c0, name)

@@ -56,13 +56,21 @@ DIRECT_ENV = "QRNN_OPS_DIRECT"
 
 
 def transformed() -> bool:
-    """Whether a functorch transform (`torch.func.grad`, `vmap`, `jvp`, ...) or forward-mode AD
-    is active. The ops' registered autograd cannot run under them (PyTorch generates it as an
-    `autograd.Function` without `setup_context`: pytorch/pytorch#170834), so there the public
-    wrappers compute the plain-PyTorch references, which every transform supports."""
+    """Whether a functorch transform (`torch.func.grad`, `vmap`, `jvp`, ...) other than
+    `functionalize`, or forward-mode AD, is active. The ops' registered autograd cannot run under
+    them (PyTorch generates it as an `autograd.Function` without `setup_context`:
+    pytorch/pytorch#170834), so there the public wrappers compute the plain-PyTorch references,
+    which every transform supports, in float32 at least and rounded to the gates' dtype, as the
+    kernels compute. Private torch functions; if one is missing, the answer is False (the op)."""
     try:
-        return bool(torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0)
-    except AttributeError:
+        if forward_ad._current_level >= 0:
+            return True
+        if not torch._C._are_functorch_transforms_active():
+            return False
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+        return any(i.key() != torch._C._functorch.TransformType.Functionalize
+                   for i in retrieve_all_functorch_interpreters())
+    except (AttributeError, ImportError):
         return False
 
 

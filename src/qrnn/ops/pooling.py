@@ -133,10 +133,16 @@ def _run(y: Tensor, bias: Tensor | None, c0: Tensor | None, pooling: str, window
         if t is not None and t.device != y.device:
             raise ValueError(f"{name} is on {t.device}, the gates on {y.device}")
     name = resolve(y.device.type, backend)
-    if name == "reference" or library.transformed():
+    if name == "reference":
         if window == 1 and bias is None:
             return qrnn_pool_ref(y, c0, pooling)
         return qrnn_conv_pool_ref(y, bias, c0, pooling, window)
+    if library.transformed():  # torch.func: the reference, computed as the kernels compute
+        work = torch.promote_types(y.dtype, torch.float32)
+        h, c = qrnn_conv_pool_ref(*(None if t is None else t.to(work) for t in (y, bias, c0)),
+                                  pooling, window)
+        c = c.to(y.dtype)
+        return (c, c) if pooling == "f" else (h.to(y.dtype), c)
     if T == 0:
         empty = y.new_empty(0, B, H)
         return empty, empty
