@@ -475,7 +475,7 @@ class QRNN(nn.Module):
                              f"{tuple(x.shape)}")
         param_dtype = self.layers[0].weight.dtype
         if x.dtype != param_dtype:
-            raise TypeError(f"QRNN: input dtype {x.dtype} differs from the parameters' {param_dtype}; "
+            raise TypeError(f"{where}: input dtype {x.dtype} differs from the parameters' {param_dtype}; "
                             f"convert one of them (module.to(dtype) or input.to(dtype))")
 
     def _check_lengths(self, lengths, T: int, B: int, device) -> Tensor:
@@ -578,7 +578,6 @@ class QRNN(nn.Module):
             # zero at padded steps, dense included, as pad_packed_sequence gives.
             x = x.masked_fill(~mask.unsqueeze(-1), 0)
         return x, (QRNNState(h_n, tuple(tails)) if return_state else h_n)
-
 
     def _last_layer_output(self, x: Tensor, steps: Tensor, cells: Tensor | None,
                            context: Tensor | None, reverse_index: Tensor | None) -> Tensor:
